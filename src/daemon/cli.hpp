@@ -1,0 +1,29 @@
+// The command line: qemu-storage-daemon's options, plus --log-level.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace vstord {
+
+struct CliOption {
+  std::string name;  // "chardev", "monitor", ...
+  std::string arg;
+  std::string as_given;  // "--chardev socket,id=m0" for error messages
+};
+
+struct CommandLine {
+  std::vector<CliOption> options;  // carried out in this order
+  std::optional<std::string> pidfile;
+  bool daemonize = false;
+  std::string log_level = "warn";
+};
+
+// Parses argv.  Prints help or the version and exits for -h / -V; prints
+// an error and exits 1 for unknown options and missing arguments.
+CommandLine parse_command_line(int argc, char** argv);
+
+std::string help_text(const char* prog);
+
+}  // namespace vstord

@@ -1,0 +1,70 @@
+#include "daemon/daemon.hpp"
+
+#include <spdlog/spdlog.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <chrono>
+
+#include "monitor/monitor.hpp"
+#include "qapi-events.hpp"
+#include "qapi/event.hpp"
+
+#ifndef VSTORD_VERSION
+#define VSTORD_VERSION "0.0.0"
+#endif
+
+namespace vstord {
+
+namespace asio = boost::asio;
+using qapi::Json;
+
+const char* DaemonVersion::package() {
+  return "vstord " VSTORD_VERSION;
+}
+
+Daemon::Daemon(asio::io_context& io) : io_(io) {
+  qapi::set_event_sink([this](std::string_view name, const std::optional<Json>& data) {
+    // One timestamp for every monitor: taken when the event happens.
+    auto now = std::chrono::system_clock::now().time_since_epoch();
+    int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(now).count();
+    Json ev = Json::object();
+    ev["event"] = std::string(name);
+    if (data) ev["data"] = *data;
+    ev["timestamp"] = Json{{"seconds", us / 1000000}, {"microseconds", us % 1000000}};
+    for (const auto& mon : monitors_) mon->send_event(ev);
+  });
+}
+
+Daemon::~Daemon() {
+  qapi::set_event_sink(nullptr);
+  chardevs_.close_all();
+}
+
+void Daemon::add_monitor(std::shared_ptr<Monitor> mon) {
+  monitors_.push_back(std::move(mon));
+}
+
+void Daemon::request_shutdown(qapi::ShutdownCause cause) {
+  if (shutdown_cause_) return;
+  shutdown_cause_ = cause;
+  asio::co_spawn(io_, shutdown_sequence(), asio::detached);
+}
+
+asio::awaitable<void> Daemon::shutdown_sequence() {
+  // Start after the current handler: the reply to 'quit' goes out first.
+  co_await asio::post(io_, asio::use_awaitable);
+  spdlog::info("shutting down ({})", qapi::enum_name(*shutdown_cause_));
+  qapi::qapi_event_send_shutdown(false, *shutdown_cause_);
+  // Give clients their last replies and the SHUTDOWN event.
+  for (const auto& [id, chr] : chardevs_.all()) {
+    co_await chr->drain(std::chrono::milliseconds(500));
+  }
+  for (auto it = shutdown_hooks_.rbegin(); it != shutdown_hooks_.rend(); ++it) (*it)();
+  chardevs_.close_all();
+  io_.stop();
+}
+
+}  // namespace vstord

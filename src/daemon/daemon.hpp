@@ -1,0 +1,70 @@
+// The daemon: the main io_context and the registries every subsystem
+// reaches through it (character devices, monitors, fd sets), plus the
+// shutdown sequence.
+//
+// Everything here runs on the main thread.  Subsystems get the Daemon from
+// their CommandContext; nothing else is global.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "chardev/chardev.hpp"
+#include "net/fdsets.hpp"
+#include "qapi-types.hpp"
+
+namespace vstord {
+
+class Monitor;
+
+// The version the daemon reports, and the QEMU QAPI level whose wire
+// behaviour it follows (see README).
+struct DaemonVersion {
+  static constexpr int qemu_major = 9;
+  static constexpr int qemu_minor = 2;
+  static constexpr int qemu_micro = 0;
+  static const char* package();  // "vstord X.Y.Z"
+};
+
+class Daemon {
+ public:
+  explicit Daemon(boost::asio::io_context& io);
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  boost::asio::io_context& io() { return io_; }
+  FdSets& fdsets() { return fdsets_; }
+  ChardevRegistry& chardevs() { return chardevs_; }
+
+  // Monitors register themselves; events go to every one in command mode.
+  void add_monitor(std::shared_ptr<Monitor> mon);
+  const std::vector<std::shared_ptr<Monitor>>& monitors() const { return monitors_; }
+
+  // Asks for a clean shutdown; the first cause wins.  Runs the shutdown
+  // sequence on the io_context: SHUTDOWN event, output drained, listeners
+  // closed, socket files and pidfile removed, io_context stopped.
+  void request_shutdown(qapi::ShutdownCause cause);
+  bool shutting_down() const { return shutdown_cause_.has_value(); }
+
+  // Run at shutdown, in reverse order of registration.
+  void at_shutdown(std::function<void()> fn) { shutdown_hooks_.push_back(std::move(fn)); }
+
+ private:
+  boost::asio::awaitable<void> shutdown_sequence();
+
+  boost::asio::io_context& io_;
+  FdSets fdsets_;
+  ChardevRegistry chardevs_;
+  std::vector<std::shared_ptr<Monitor>> monitors_;
+  std::optional<qapi::ShutdownCause> shutdown_cause_;
+  std::vector<std::function<void()>> shutdown_hooks_;
+};
+
+}  // namespace vstord

@@ -1,0 +1,60 @@
+#include "daemon/startup.hpp"
+
+#include "chardev/cli.hpp"
+#include "daemon/daemon.hpp"
+#include "daemon/keyval.hpp"
+#include "monitor/monitor.hpp"
+#include "qapi/error.hpp"
+
+namespace vstord {
+
+namespace asio = boost::asio;
+
+namespace {
+
+template <class T, class Visit>
+T parse_typed(const std::string& text, const char* implied_key, Visit visit) {
+  bool keyval = false;
+  qapi::Json j = parse_option_argument(text, implied_key, keyval);
+  qapi::Input in(keyval ? qapi::Input::Mode::keyval : qapi::Input::Mode::json);
+  T out;
+  visit(in, nullptr, j, out);
+  return out;
+}
+
+asio::awaitable<void> add_chardev(Daemon& daemon, const std::string& arg) {
+  ChardevCliOptions opts = chardev_parse_cli(arg);
+  if (daemon.chardevs().contains(opts.id)) {
+    qapi::fail("Duplicate ID '{}' for chardev", opts.id);
+  }
+  if (opts.mux) qapi::fail("mux=on is not supported yet");
+  auto chr = chardev_new(daemon, opts.id, opts.backend, FdContext{});
+  daemon.chardevs().add(chr);
+  co_await chr->open();
+}
+
+void add_monitor(Daemon& daemon, const std::string& arg) {
+  auto opts = parse_typed<qapi::MonitorOptions>(arg, "chardev", qapi::visit_type_MonitorOptions);
+  auto chr = daemon.chardevs().find(opts.chardev);
+  if (!chr) qapi::fail("chardev \"{}\" not found", opts.chardev);
+  if (opts.mode.value_or(qapi::MonitorMode::control) != qapi::MonitorMode::control) {
+    qapi::fail("Only QMP is supported");
+  }
+  auto mon = std::make_shared<Monitor>(daemon, chr, std::move(opts));
+  mon->start();
+  daemon.add_monitor(std::move(mon));
+}
+
+}  // namespace
+
+asio::awaitable<void> run_option(Daemon& daemon, const CliOption& opt) {
+  if (opt.name == "chardev") {
+    co_await add_chardev(daemon, opt.arg);
+  } else if (opt.name == "monitor") {
+    add_monitor(daemon, opt.arg);
+  } else {
+    qapi::fail("--{} is not supported yet", opt.name);
+  }
+}
+
+}  // namespace vstord

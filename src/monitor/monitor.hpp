@@ -1,0 +1,89 @@
+// A QMP monitor: the frontend of a character device that speaks QMP.
+//
+// Input is parsed as it arrives (JsonStream).  Requests sent with
+// 'exec-oob' run at once; everything else (in-band commands, and parse
+// errors, which are answered in order) joins a queue that one coroutine
+// works through, so in-band replies keep request order while out-of-band
+// replies overtake them.  Replies and events go out through the chardev's
+// write queue, one whole message at a time, so they never interleave.
+//
+// Input is paused (backpressure) while the in-band queue is full or too
+// much output waits for a client that does not read.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "chardev/chardev.hpp"
+#include "monitor/json_stream.hpp"
+#include "qapi-types.hpp"
+#include "util/unique_fd.hpp"
+
+namespace vstord {
+
+class Daemon;
+
+class Monitor final : public ChardevFrontend, public std::enable_shared_from_this<Monitor> {
+ public:
+  // In-band requests queued at most; then input pauses (QEMU's
+  // QMP_REQ_QUEUE_LEN_MAX).
+  static constexpr size_t kMaxQueued = 8;
+  // Output bytes waiting for the client before input pauses.
+  static constexpr size_t kMaxPendingOutput = 4 << 20;
+
+  Monitor(Daemon& daemon, std::shared_ptr<Chardev> chr, qapi::MonitorOptions opts);
+  ~Monitor() override;
+
+  // Attaches to the chardev and starts the dispatcher.
+  void start();
+
+  bool command_mode() const { return command_mode_; }
+  bool oob_enabled() const { return oob_enabled_; }
+  // Called by qmp_capabilities.
+  void enter_command_mode(bool oob);
+
+  void send(const qapi::Json& message);
+  // Sends an event (built once for all monitors) if this monitor is in
+  // command mode; events are not delivered during negotiation.
+  void send_event(const qapi::Json& event);
+
+  // Descriptors stored with getfd, by name; taking one removes it.
+  void store_fd(const std::string& name, UniqueFd fd);
+  UniqueFd take_fd(const std::string& name);
+  void close_fd(const std::string& name);
+  // The descriptor that came with the command being run.
+  UniqueFd take_received_fd();
+
+  const std::string& chardev_id() const { return chr_->id(); }
+
+  // ChardevFrontend
+  void chr_event(ChrEvent event) override;
+  void chr_read(std::string_view data) override;
+  bool chr_can_read() override;
+  bool chr_idle() override { return queue_.empty() && !busy_; }
+
+ private:
+  void on_message(JsonStream::Message m);
+  boost::asio::awaitable<void> dispatch_loop();
+  void reset_session();
+
+  Daemon& daemon_;
+  std::shared_ptr<Chardev> chr_;
+  qapi::MonitorOptions opts_;
+  JsonStream stream_;
+  bool command_mode_ = false;
+  bool oob_enabled_ = false;
+  std::deque<JsonStream::Message> queue_;
+  boost::asio::steady_timer queue_wake_;
+  std::map<std::string, UniqueFd> named_fds_;
+  bool stopped_ = false;
+  bool busy_ = false;  // an in-band command is running
+};
+
+}  // namespace vstord

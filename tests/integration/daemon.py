@@ -1,0 +1,98 @@
+"""Starting and stopping the daemon under test (and the reference daemon).
+
+Every process is started here and stopped by its own PID.  Servers listen
+on unix sockets in a private temporary directory or on loopback.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+from qmp import QMPClient
+
+VSTORD = os.environ.get("VSTORD", "vstord")
+QSD = shutil.which("qemu-storage-daemon")
+
+
+def wait_for(cond, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.01)
+    raise TimeoutError("timed out waiting for " + what)
+
+
+class Daemon:
+    """A running daemon with its temporary directory."""
+
+    def __init__(self, args, binary=VSTORD, pidfile=True, pass_fds=(), env=None,
+                 wait_ready=True):
+        self.dir = tempfile.mkdtemp(prefix="vstord-test-")
+        self.pidfile = os.path.join(self.dir, "pid") if pidfile else None
+        argv = [binary] + [a.replace("@DIR@", self.dir) for a in args]
+        if self.pidfile:
+            argv += ["--pidfile", self.pidfile]
+        self.stderr_path = os.path.join(self.dir, "stderr")
+        self.stderr = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, pass_fds=pass_fds, env=env)
+        if wait_ready and self.pidfile:
+            wait_for(lambda: os.path.exists(self.pidfile) or self.proc.poll() is not None,
+                     what="pidfile")
+            if self.proc.poll() is not None:
+                raise RuntimeError("daemon exited early: %s" % self.read_stderr())
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def read_stderr(self):
+        self.stderr.flush()
+        with open(self.stderr_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def qmp(self, sock="qmp.sock", negotiate=True, oob=False):
+        c = QMPClient.unix(self.path(sock))
+        if negotiate:
+            c.negotiate(oob=oob)
+        return c
+
+    def wait(self, timeout=10.0):
+        return self.proc.wait(timeout)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def monitor_args(sock="qmp.sock", id="m0"):
+    return ["--chardev", "socket,id=%s,path=@DIR@/%s,server=on,wait=off" % (id, sock),
+            "--monitor", "chardev=" + id]
+
+
+class DaemonTestCase(unittest.TestCase):
+    """Starts a daemon with one QMP monitor before each test."""
+
+    extra_args = []
+
+    def setUp(self):
+        self.daemon = Daemon(monitor_args() + self.extra_args)
+        self.addCleanup(self.daemon.stop)
+
+    def qmp(self, **kw):
+        c = self.daemon.qmp(**kw)
+        self.addCleanup(c.close)
+        return c

@@ -53,35 +53,51 @@ def c_name(name: str) -> str:
 
 # ---------------------------------------------------------------- conditions
 
+# A configuration symbol, as the build passes it with -D.
+IF_SYMBOL_RE = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
 class IfCond:
     """An 'if' condition: a symbol, or all/any/not of conditions."""
 
-    def __init__(self, raw: Any, info: SourceInfo):
+    def __init__(self, raw: Any, info: SourceInfo, ctx: str = ""):
         self.raw = raw
-        _check_if(raw, info)
+        _check_if(raw, info, ctx)
 
     def evaluate(self, defined: set[str]) -> bool:
         return _eval_if(self.raw, defined)
 
 
-def _check_if(raw: Any, info: SourceInfo) -> None:
-    if isinstance(raw, str):
-        if not re.fullmatch(r"[A-Z][A-Z0-9_]*", raw):
-            raise QAPIError(info, f"'if' condition '{raw}' is not a valid identifier")
-        return
-    if isinstance(raw, dict) and len(raw) == 1:
-        (op, arg), = raw.items()
-        if op == "not":
-            _check_if(arg, info)
+def _check_if(raw: Any, info: SourceInfo, ctx: str = "") -> None:
+    """Checks a condition; ctx names what it belongs to, '' for a definition."""
+    where = f"{ctx}: " if ctx else ""
+
+    def check(cond: Any) -> None:
+        if isinstance(cond, str):
+            if not IF_SYMBOL_RE.fullmatch(cond):
+                raise QAPIError(info, f"{where}'if' condition '{cond}' is not a valid "
+                                "configuration symbol (upper-case letters, digits and '_')")
             return
-        if op in ("all", "any"):
-            if not isinstance(arg, list) or not arg:
-                raise QAPIError(info, f"'if' condition '{op}' needs a non-empty list")
-            for a in arg:
-                _check_if(a, info)
-            return
-        raise QAPIError(info, f"'if' condition has unknown operator '{op}'")
-    raise QAPIError(info, "'if' condition must be a string or an object with one of 'all', 'any', 'not'")
+        if isinstance(cond, dict):
+            if len(cond) != 1:
+                raise QAPIError(info, f"{where}'if' condition object must have exactly "
+                                "one key, 'all', 'any' or 'not'")
+            (op, arg), = cond.items()
+            if op == "not":
+                check(arg)
+                return
+            if op in ("all", "any"):
+                if not isinstance(arg, list) or not arg:
+                    raise QAPIError(info, f"{where}'if' condition '{op}' needs a "
+                                    "non-empty list of conditions")
+                for a in arg:
+                    check(a)
+                return
+            raise QAPIError(info, f"{where}'if' condition has unknown operator '{op}'; "
+                            "expected 'all', 'any' or 'not'")
+        raise QAPIError(info, f"{where}'if' condition must be a string or an object")
+
+    check(raw)
 
 
 def _eval_if(raw: Any, defined: set[str]) -> bool:
@@ -337,6 +353,11 @@ class Event(Entity):
 
 
 # ---------------------------------------------------------------- shape checks
+#
+# check_expr() checks one expression's shape before any entity is built.  It
+# looks at everything, including the definitions, members, branches, values
+# and features whose 'if' is false in this build: whether a schema is valid
+# does not depend on the configuration.
 
 KEYS = {
     "enum": ({"enum", "data"}, {"if", "features", "prefix"}),
@@ -349,17 +370,24 @@ KEYS = {
     "event": ({"event"}, {"data", "boxed", "if", "features"}),
 }
 
-TYPE_NAME_RE = re.compile(r"^(x-)?[A-Z][A-Za-z0-9]*$|^q_obj_.*$")
+TYPE_NAME_RE = re.compile(r"^(x-)?[A-Z][A-Za-z0-9]*$")
 LOWER_NAME_RE = re.compile(r"^(x-)?[a-z][a-z0-9-]*$")
 EVENT_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 MEMBER_NAME_RE = re.compile(r"^(x-)?[a-z][a-z0-9_-]*$", re.I)
+VALUE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# What a reference to a type may look like (built-in or defined).
+TYPE_REF_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 
 
 def _meta_of(expr: dict[str, Any], info: SourceInfo) -> str:
-    for meta in KEYS:
-        if meta in expr:
-            return meta
-    raise QAPIError(info, "expression is missing metatype")
+    metas = [meta for meta in KEYS if meta in expr]
+    if not metas:
+        raise QAPIError(info, "expression is missing metatype; expected one of "
+                        + ", ".join(f"'{m}'" for m in KEYS))
+    if len(metas) > 1:
+        raise QAPIError(info, "expression has more than one metatype: "
+                        + ", ".join(f"'{m}'" for m in metas))
+    return metas[0]
 
 
 def check_keys(expr: dict[str, Any], info: SourceInfo, meta: str) -> None:
@@ -382,13 +410,304 @@ def check_keys(expr: dict[str, Any], info: SourceInfo, meta: str) -> None:
             raise QAPIError(info, f"flag '{key}' may only use true value")
 
 
+def _check_if_opt(raw: Any, info: SourceInfo, ctx: str = "") -> None:
+    if raw is not None:
+        _check_if(raw, info, ctx)
+
+
+def _uses_prefix(name: str, prefix: str) -> bool:
+    """Whether name's C++ form starts with prefix ('-' and '.' count as '_')."""
+    return re.sub(r"[-.]", "_", name).lower().startswith(prefix)
+
+
+def check_features(raw: Any, info: SourceInfo, ctx: str = "") -> None:
+    where = f"{ctx}: " if ctx else ""
+    if raw is None:
+        return
+    if not isinstance(raw, list):
+        raise QAPIError(info, f"{where}'features' must be an array")
+    seen: set[str] = set()
+    for f in raw:
+        if isinstance(f, str):
+            name = f
+        elif isinstance(f, dict):
+            if "name" not in f:
+                raise QAPIError(info, f"{where}feature is missing key 'name'")
+            name = f["name"]
+            if not isinstance(name, str):
+                raise QAPIError(info, f"{where}feature's 'name' must be a string")
+            for key in f:
+                if key not in ("name", "if"):
+                    raise QAPIError(info, f"{where}feature '{name}' has unexpected "
+                                    f"key '{key}'")
+            _check_if_opt(f.get("if"), info, f"{where}feature '{name}'".rstrip(": "))
+        else:
+            raise QAPIError(info, f"{where}'features' members must be strings or "
+                            "objects with 'name'")
+        if not LOWER_NAME_RE.match(name):
+            raise QAPIError(info, f"{where}feature '{name}' has an invalid name")
+        if name in seen:
+            raise QAPIError(info, f"{where}feature '{name}' is listed twice")
+        seen.add(name)
+
+
+def check_type_ref(raw: Any, info: SourceInfo, what: str,
+                   allow_array: bool = True) -> None:
+    """A type reference: a type name, or (if allowed) a one-element array."""
+    if isinstance(raw, list):
+        if not allow_array:
+            raise QAPIError(info, f"{what} cannot be an array")
+        if len(raw) == 1 and isinstance(raw[0], list):
+            raise QAPIError(info, f"{what} cannot be an array of arrays")
+        if len(raw) != 1 or not isinstance(raw[0], str):
+            raise QAPIError(info, f"{what}: array type must contain single type name")
+        raw = raw[0]
+    if not isinstance(raw, str):
+        raise QAPIError(info, f"{what} should be a type name")
+    # Names of implicit types (q_obj_...) are not for the schema to use.
+    if not TYPE_REF_RE.match(raw) or raw.startswith("q_"):
+        raise QAPIError(info, f"{what} uses unknown type '{raw}'")
+
+
+def _check_member_name(name: str, info: SourceInfo, kind: str) -> None:
+    if not MEMBER_NAME_RE.match(name):
+        raise QAPIError(info, f"{kind} '{name}' has an invalid name")
+    if _uses_prefix(name, "q_"):
+        raise QAPIError(info, f"{kind} '{name}' uses reserved prefix 'q_'")
+    if _uses_prefix(name, "has_"):
+        raise QAPIError(info, f"{kind} '{name}' uses reserved prefix '{name[:4]}'")
+
+
+def _check_value_name(name: str, info: SourceInfo, kind: str) -> None:
+    if not VALUE_NAME_RE.match(name):
+        raise QAPIError(info, f"{kind} '{name}' has an invalid name")
+    if _uses_prefix(name, "q_"):
+        raise QAPIError(info, f"{kind} '{name}' uses reserved prefix 'q_'")
+
+
+def _check_clash(seen: dict[str, str], name: str, info: SourceInfo, kind: str) -> None:
+    """Two names of one kind must differ in C++ too ('a-b' and 'a_b' do not)."""
+    cn = c_name(name)
+    if cn in seen:
+        raise QAPIError(info, f"{kind} '{name}' collides with {kind} '{seen[cn]}'")
+    seen[cn] = name
+
+
+def check_members(raw: Any, info: SourceInfo, what: str = "'data'") -> None:
+    if not isinstance(raw, dict):
+        raise QAPIError(info, f"{what} must be an object")
+    seen: dict[str, str] = {}
+    for key, val in raw.items():
+        name = key[1:] if key.startswith("*") else key
+        ctx = f"member '{name}'"
+        _check_member_name(name, info, "member")
+        if isinstance(val, dict):
+            if "type" not in val:
+                raise QAPIError(info, f"{ctx}: key 'type' is missing")
+            for k in val:
+                if k not in ("type", "if", "features"):
+                    raise QAPIError(info, f"{ctx} has unexpected key '{k}'")
+            _check_if_opt(val.get("if"), info, ctx)
+            check_features(val.get("features"), info, ctx)
+            val = val["type"]
+        check_type_ref(val, info, ctx)
+        _check_clash(seen, name, info, "member")
+
+
+def _check_branches(data: dict[str, Any], info: SourceInfo, value_names: bool,
+                    allow_array: bool) -> None:
+    seen: dict[str, str] = {}
+    for key, val in data.items():
+        ctx = f"branch '{key}'"
+        if value_names:
+            _check_value_name(key, info, "branch")
+        else:
+            _check_member_name(key, info, "branch")
+        if isinstance(val, dict):
+            if "type" not in val:
+                raise QAPIError(info, f"{ctx}: key 'type' is missing")
+            for k in val:
+                if k not in ("type", "if"):
+                    raise QAPIError(info, f"{ctx} has unexpected key '{k}'")
+            _check_if_opt(val.get("if"), info, ctx)
+            val = val["type"]
+        check_type_ref(val, info, ctx, allow_array)
+        _check_clash(seen, key, info, "branch")
+
+
+def _check_defn_name(meta: str, name: str, info: SourceInfo,
+                     pragma: dict[str, Any]) -> None:
+    if name.startswith("q_") or name.lower().startswith("q-"):
+        raise QAPIError(info, f"name '{name}' uses reserved prefix 'q_'")
+    if meta in ("enum", "struct", "union", "alternate"):
+        if not TYPE_NAME_RE.match(name):
+            raise QAPIError(info, f"name '{name}' should use CamelCase")
+        for suffix in ("List", "Kind"):
+            if name.endswith(suffix):
+                raise QAPIError(info, f"name '{name}' should not end in '{suffix}', "
+                                "which implicit types use")
+    elif meta == "command":
+        if LOWER_NAME_RE.match(name) or \
+                name in pragma.get("command-name-exceptions", []):
+            return
+        if LOWER_NAME_RE.match(name.replace("_", "-")):
+            raise QAPIError(info, f"name '{name}' should use '-', not '_' (unless listed "
+                            "in pragma 'command-name-exceptions')")
+        raise QAPIError(info, f"name '{name}' should be lower-case words separated by '-'")
+    elif meta == "event":
+        if not EVENT_NAME_RE.match(name):
+            raise QAPIError(info, f"name '{name}' should be ALL_CAPS")
+
+
+def _check_enum(expr: dict[str, Any], info: SourceInfo) -> None:
+    data = expr["data"]
+    if not isinstance(data, list):
+        raise QAPIError(info, "'data' must be an array")
+    seen: dict[str, str] = {}
+    for v in data:
+        if isinstance(v, dict):
+            if "name" not in v:
+                raise QAPIError(info, "enum value is missing key 'name'")
+            name = v["name"]
+            if not isinstance(name, str):
+                raise QAPIError(info, "enum value's 'name' must be a string")
+            ctx = f"value '{name}'"
+            for k in v:
+                if k not in ("name", "if", "features"):
+                    raise QAPIError(info, f"{ctx} has unexpected key '{k}'")
+            _check_if_opt(v.get("if"), info, ctx)
+            check_features(v.get("features"), info, ctx)
+        elif isinstance(v, str):
+            name = v
+        else:
+            raise QAPIError(info, "enum values must be strings or objects with 'name'")
+        _check_value_name(name, info, "value")
+        if name in seen.values():
+            raise QAPIError(info, f"value '{name}' is listed twice")
+        _check_clash(seen, name, info, "value")
+    prefix = expr.get("prefix")
+    if prefix is not None and not isinstance(prefix, str):
+        raise QAPIError(info, "'prefix' must be a string")
+
+
+def _check_arg_data(expr: dict[str, Any], info: SourceInfo) -> None:
+    data = expr.get("data")
+    boxed = expr.get("boxed", False)
+    if data is None:
+        if boxed:
+            raise QAPIError(info, "'boxed': true requires 'data'")
+        return
+    if isinstance(data, dict):
+        if boxed:
+            raise QAPIError(info, "'data' must be a type name with 'boxed': true")
+        check_members(data, info)
+        return
+    if not isinstance(data, str):
+        raise QAPIError(info, "'data' should be an object or type name")
+    check_type_ref(data, info, "'data'", allow_array=False)
+
+
+def check_expr(e: Expr, pragma: dict[str, Any]) -> None:
+    """Checks one definition's shape; records its name in its SourceInfo."""
+    expr, info, doc = e.expr, e.info, e.doc
+    meta = _meta_of(expr, info)
+    name = expr[meta]
+    if not isinstance(name, str):
+        raise QAPIError(info, f"'{meta}' requires a string name")
+    info.set_defn(meta, name)
+    if doc is not None:
+        doc.info.set_defn(meta, name)
+    check_keys(expr, info, meta)
+    if doc is not None and doc.symbol != name:
+        raise QAPIError(doc.info, f"documentation comment is for '{doc.symbol}'")
+    if doc is None and pragma.get("doc-required"):
+        raise QAPIError(info, "documentation comment required")
+    _check_if_opt(expr.get("if"), info)
+    check_features(expr.get("features"), info)
+    _check_defn_name(meta, name, info, pragma)
+
+    if meta == "enum":
+        _check_enum(expr, info)
+    elif meta == "struct":
+        if "base" in expr:
+            check_type_ref(expr["base"], info, "'base'", allow_array=False)
+        check_members(expr["data"], info)
+    elif meta == "union":
+        data = expr["data"]
+        if not isinstance(data, dict):
+            raise QAPIError(info, "'data' must be an object")
+        base = expr.get("base")
+        disc = expr.get("discriminator")
+        if disc is not None and not isinstance(disc, str):
+            raise QAPIError(info, "'discriminator' must be a string")
+        if base is None:
+            # A simple union: its branch names make an implicit enum.
+            if disc is not None:
+                raise QAPIError(info, "'discriminator' requires 'base'")
+            if not data:
+                raise QAPIError(info, "'data' must not be empty")
+        else:
+            if disc is None:
+                raise QAPIError(info, "'discriminator' is required with 'base'")
+            if isinstance(base, dict):
+                check_members(base, info, "'base'")
+            else:
+                check_type_ref(base, info, "'base'", allow_array=False)
+        _check_branches(data, info, value_names=True, allow_array=base is None)
+    elif meta == "alternate":
+        data = expr["data"]
+        if not isinstance(data, dict):
+            raise QAPIError(info, "'data' must be an object")
+        if not data:
+            raise QAPIError(info, "'data' must not be empty")
+        _check_branches(data, info, value_names=False, allow_array=True)
+    elif meta == "command":
+        _check_arg_data(expr, info)
+        if "returns" in expr:
+            check_type_ref(expr["returns"], info, "'returns'")
+        if expr.get("coroutine") and expr.get("allow-oob"):
+            raise QAPIError(info, "flags 'allow-oob' and 'coroutine' are incompatible")
+    else:
+        _check_arg_data(expr, info)
+
+
+def _type_name(raw: Any) -> str:
+    """A checked type reference as one string: 'T', or '[T]' for an array."""
+    return raw if isinstance(raw, str) else f"[{raw[0]}]"
+
+
+def _describe(ent: Entity) -> str:
+    if isinstance(ent, ArrayType):
+        return f"array type '[{ent.element_name}]'"
+    if isinstance(ent, BuiltinType):
+        return f"built-in type '{ent.name}'"
+    if isinstance(ent, (Command, Event)):
+        return f"{ent.meta} '{ent.name}'"
+    return f"{ent.meta} type '{ent.name}'"
+
+
+# JSON values each kind of alternate branch accepts, for error messages.
+_JSON_KIND_NAMES = {"string": "string", "int": "number", "number": "number",
+                    "boolean": "boolean", "null": "null", "object": "object",
+                    "array": "array"}
+
+# Names the generated C++ for a union type declares besides its members.
+_UNION_CXX_NAMES = {"u", "get", "get_if", "emplace"}
+
+
 class Schema:
     def __init__(self, exprs: list[Expr], pragma: dict[str, Any], defined: set[str]):
         self.defined = defined
         self.pragma = pragma
+        self.exprs = exprs
         self.entities: dict[str, Entity] = {}
         self.order: list[Entity] = []
         self.arrays: dict[str, ArrayType] = {}
+        # Every definition by name, whatever its condition: for doc checks.
+        self.raw: dict[str, list[Expr]] = {}
+        for e in exprs:
+            check_expr(e, pragma)
+            self.raw.setdefault(e.info.defn_name or "", []).append(e)
         for name, spec in BUILTINS.items():
             self._define(BuiltinType(name, spec), None)
         self._define(EnumType("QType", None, None, [], [
@@ -405,8 +724,11 @@ class Schema:
     def _define(self, ent: Entity, info: Optional[SourceInfo]) -> None:
         if ent.name in self.entities:
             other = self.entities[ent.name]
-            where = f" at {other.info.fname}:{other.info.line}" if other.info else ""
-            raise QAPIError(info, f"{ent.meta} '{ent.name}' is already defined{where}"
+            if other.info is None:
+                raise QAPIError(info, f"'{ent.name}' is already defined as "
+                                + _describe(other).rsplit(" '", 1)[0])
+            where = f" at {other.info.fname}:{other.info.line}"
+            raise QAPIError(info, f"'{ent.name}' is already defined{where}"
                             if other.meta == ent.meta else
                             f"'{ent.name}' is already defined as {other.meta}{where}")
         self.entities[ent.name] = ent
@@ -418,66 +740,28 @@ class Schema:
         return IfCond(raw, info).evaluate(self.defined)
 
     def _features(self, raw: Any, info: SourceInfo) -> list[Feature]:
-        if raw is None:
-            return []
-        if not isinstance(raw, list):
-            raise QAPIError(info, "'features' must be an array")
         out = []
-        for f in raw:
+        for f in raw or []:
             if isinstance(f, str):
                 name, cond = f, None
-            elif isinstance(f, dict) and isinstance(f.get("name"), str):
-                if set(f) - {"name", "if"}:
-                    raise QAPIError(info, "feature has unexpected keys")
-                name, cond = f["name"], f.get("if")
             else:
-                raise QAPIError(info, "'features' members must be strings or objects with 'name'")
-            if not LOWER_NAME_RE.match(name):
-                raise QAPIError(info, f"feature '{name}' has an invalid name")
-            if any(o.name == name for o in out):
-                raise QAPIError(info, f"feature '{name}' is defined twice")
+                name, cond = f["name"], f.get("if")
             if self._enabled(cond, info):
                 out.append(Feature(name, info))
         return out
 
-    def _type_ref(self, raw: Any, info: SourceInfo, what: str,
-                  allow_array: bool = True, allow_inline: bool = False) -> Any:
-        if isinstance(raw, str):
-            return raw
-        if isinstance(raw, list):
-            if not allow_array:
-                raise QAPIError(info, f"{what} cannot be an array")
-            if len(raw) != 1 or not isinstance(raw[0], str):
-                raise QAPIError(info, f"{what}: array type must contain single type name")
-            return raw
-        if allow_inline and isinstance(raw, dict):
-            return raw
-        raise QAPIError(info, f"{what} should be a type name")
-
-    def _members(self, raw: Any, info: SourceInfo, what: str = "'data'") -> list[Member]:
-        if not isinstance(raw, dict):
-            raise QAPIError(info, f"{what} must be an object")
+    def _members(self, raw: dict[str, Any], info: SourceInfo) -> list[Member]:
         out: list[Member] = []
         for key, val in raw.items():
             optional = key.startswith("*")
             name = key[1:] if optional else key
             feats: list[Feature] = []
             if isinstance(val, dict):
-                if "type" not in val:
-                    raise QAPIError(info, f"member '{name}': key 'type' is missing")
-                if set(val) - {"type", "if", "features"}:
-                    raise QAPIError(info, f"member '{name}' has unexpected keys")
                 if not self._enabled(val.get("if"), info):
                     continue
                 feats = self._features(val.get("features"), info)
                 val = val["type"]
-            if not MEMBER_NAME_RE.match(name) and not name.startswith("q_"):
-                raise QAPIError(info, f"member '{name}' has an invalid name")
-            if name.startswith("has_") or name.startswith("has-"):
-                raise QAPIError(info, f"member '{name}' uses reserved name")
-            tref = self._type_ref(val, info, f"member '{name}'")
-            out.append(Member(name, tref if isinstance(tref, str) else f"[{tref[0]}]",
-                              optional, info, feats))
+            out.append(Member(name, _type_name(val), optional, info, feats))
         return out
 
     def _implicit_object(self, name: str, raw: Any, info: SourceInfo) -> str:
@@ -485,172 +769,107 @@ class Schema:
         self._define(obj, info)
         return name
 
+    def _branches(self, data: dict[str, Any], info: SourceInfo) -> list[tuple[str, Any]]:
+        """The enabled branches of a union or alternate: (name, type reference)."""
+        out = []
+        for key, val in data.items():
+            if isinstance(val, dict):
+                if not self._enabled(val.get("if"), info):
+                    continue
+                val = val["type"]
+            out.append((key, val))
+        return out
+
     def _define_expr(self, e: Expr) -> None:
         expr, info, doc = e.expr, e.info, e.doc
-        meta = _meta_of(expr, info)
+        meta = info.defn_meta
+        assert meta is not None
         name = expr[meta]
-        if not isinstance(name, str):
-            raise QAPIError(info, f"'{meta}' requires a string name")
-        info.set_defn(meta, name)
-        check_keys(expr, info, meta)
-        if doc is not None and doc.symbol is not None and doc.symbol != name:
-            raise QAPIError(info, f"documentation comment is for '{doc.symbol}'")
         if not self._enabled(expr.get("if"), info):
             return
-        if name.startswith("q_") or name.lower().startswith("q-"):
-            raise QAPIError(info, f"{meta} name '{name}' uses reserved prefix")
         feats = self._features(expr.get("features"), info)
-        if meta in ("enum", "struct", "union", "alternate"):
-            if not TYPE_NAME_RE.match(name):
-                raise QAPIError(info, f"name of {meta} '{name}' should use CamelCase")
-            if name.endswith("List") or name.endswith("Kind"):
-                raise QAPIError(info, f"{meta} name '{name}' should not end in '"
-                                + name[-4:] + "'")
-        elif meta == "command":
-            if not LOWER_NAME_RE.match(name) and \
-                    name not in self.pragma.get("command-name-exceptions", []):
-                raise QAPIError(info, f"name of command '{name}' should be lower-case with hyphens")
-        elif meta == "event":
-            if not EVENT_NAME_RE.match(name):
-                raise QAPIError(info, f"name of event '{name}' should be ALL_CAPS")
-
         if meta == "enum":
             self._define_enum(name, expr, info, doc, feats)
         elif meta == "struct":
-            base = expr.get("base")
-            if base is not None and not isinstance(base, str):
-                raise QAPIError(info, "'base' should be a type name")
-            self._define(ObjectType(name, info, doc, feats, base,
+            self._define(ObjectType(name, info, doc, feats, expr.get("base"),
                                     self._members(expr["data"], info)), info)
         elif meta == "union":
             self._define_union(name, expr, info, doc, feats)
         elif meta == "alternate":
-            data = expr["data"]
-            if not isinstance(data, dict) or not data:
-                raise QAPIError(info, "'data' must be a non-empty object")
-            variants = []
-            for key, val in data.items():
-                if isinstance(val, dict):
-                    if not self._enabled(val.get("if"), info):
-                        continue
-                    val = val.get("type")
-                tref = self._type_ref(val, info, f"branch '{key}'")
-                variants.append(Variant(key, tref if isinstance(tref, str) else f"[{tref[0]}]", info))
+            variants = [Variant(key, _type_name(tref), info)
+                        for key, tref in self._branches(expr["data"], info)]
+            if not variants:
+                raise QAPIError(info, "every branch is disabled by its 'if' condition "
+                                "in this configuration")
             self._define(AlternateType(name, info, doc, feats, Variants(None, variants)), info)
         elif meta == "command":
             self._define_command(name, expr, info, doc, feats)
         else:
-            data = expr.get("data")
-            boxed = expr.get("boxed", False)
-            arg_name = self._arg_type(name, data, info, boxed, "arg")
-            self._define(Event(name, info, doc, feats, arg_name, None, boxed), info)
+            arg_name = self._arg_type(name, expr.get("data"), info)
+            self._define(Event(name, info, doc, feats, arg_name, None,
+                               expr.get("boxed", False)), info)
 
     def _define_enum(self, name, expr, info, doc, feats) -> None:
-        data = expr["data"]
-        if not isinstance(data, list):
-            raise QAPIError(info, "'data' must be an array")
         values: list[EnumValue] = []
-        for v in data:
+        for v in expr["data"]:
             if isinstance(v, dict):
-                if "name" not in v:
-                    raise QAPIError(info, "enum value is missing 'name'")
                 if not self._enabled(v.get("if"), info):
                     continue
-                vfeats = self._features(v.get("features"), info)
-                v = v["name"]
+                values.append(EnumValue(v["name"], info,
+                                        self._features(v.get("features"), info)))
             else:
-                vfeats = []
-            if not isinstance(v, str):
-                raise QAPIError(info, "enum values must be strings")
-            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", v):
-                raise QAPIError(info, f"value '{v}' has an invalid name")
-            if any(c_name(o.name) == c_name(v) for o in values):
-                raise QAPIError(info, f"value '{v}' clashes with an earlier value")
-            values.append(EnumValue(v, info, vfeats))
-        prefix = expr.get("prefix")
-        if prefix is not None and not isinstance(prefix, str):
-            raise QAPIError(info, "'prefix' must be a string")
-        self._define(EnumType(name, info, doc, feats, values, prefix), info)
+                values.append(EnumValue(v, info, []))
+        self._define(EnumType(name, info, doc, feats, values, expr.get("prefix")), info)
 
     def _define_union(self, name, expr, info, doc, feats) -> None:
-        data = expr["data"]
-        if not isinstance(data, dict):
-            raise QAPIError(info, "'data' must be an object")
         base = expr.get("base")
         disc = expr.get("discriminator")
-        branches: list[tuple[str, Any, SourceInfo]] = []
-        for key, val in data.items():
-            if isinstance(val, dict) and "type" in val:
-                if set(val) - {"type", "if"}:
-                    raise QAPIError(info, f"branch '{key}' has unexpected keys")
-                if not self._enabled(val.get("if"), info):
-                    continue
-                val = val["type"]
-            branches.append((key, self._type_ref(val, info, f"branch '{key}'"), info))
+        branches = self._branches(expr["data"], info)
         if base is None:
             # A simple union: an implicit enum of the branch names, and each
             # branch wrapped in an object with one member 'data'.
-            if disc is not None:
-                raise QAPIError(info, "'discriminator' requires 'base'")
+            if not branches:
+                raise QAPIError(info, "every branch is disabled by its 'if' condition "
+                                "in this configuration")
             kind = f"{name}Kind"
             self._define(EnumType(kind, info, None, [],
-                                  [EnumValue(k, info) for k, _, _ in branches]), info)
+                                  [EnumValue(k, info) for k, _ in branches]), info)
             variants = []
-            for key, tref, binfo in branches:
-                tname = tref if isinstance(tref, str) else f"[{tref[0]}]"
+            for key, tref in branches:
+                tname = _type_name(tref)
                 wrapper = f"q_obj_{c_name(tname) if isinstance(tref, str) else tref[0] + 'List'}-wrapper"
                 if wrapper not in self.entities:
                     self._define(ObjectType(wrapper, info, None, [], None,
                                             [Member("data", tname, False, info)]), info)
-                variants.append(Variant(key, wrapper, binfo))
+                variants.append(Variant(key, wrapper, info))
             base_name = f"q_obj_{name}-base"
             self._define(ObjectType(base_name, info, None, [], None,
                                     [Member("type", kind, False, info)]), info)
             self._define(ObjectType(name, info, doc, feats, base_name, [],
                                     Variants("type", variants), meta="union"), info)
             return
-        if disc is None:
-            raise QAPIError(info, "'discriminator' is required with 'base'")
         if isinstance(base, dict):
             base_name = self._implicit_object(f"q_obj_{name}-base", base, info)
-        elif isinstance(base, str):
-            base_name = base
         else:
-            raise QAPIError(info, "'base' must be a type name or an object")
-        variants = []
-        for key, tref, binfo in branches:
-            if not isinstance(tref, str):
-                raise QAPIError(info, f"branch '{key}' cannot be an array")
-            variants.append(Variant(key, tref, binfo))
+            base_name = base
+        variants = [Variant(key, tref, info) for key, tref in branches]
         self._define(ObjectType(name, info, doc, feats, base_name, [],
                                 Variants(disc, variants), meta="union"), info)
 
-    def _arg_type(self, name: str, data: Any, info: SourceInfo, boxed: bool,
-                  suffix: str) -> Optional[str]:
+    def _arg_type(self, name: str, data: Any, info: SourceInfo) -> Optional[str]:
         if data is None:
-            if boxed:
-                raise QAPIError(info, "'boxed': true requires 'data'")
             return None
         if isinstance(data, dict):
-            if boxed:
-                raise QAPIError(info, "'data' must be a type name with 'boxed': true")
-            return self._implicit_object(f"q_obj_{name}-{suffix}", data, info)
-        if isinstance(data, str):
-            return data
-        raise QAPIError(info, "'data' should be an object or type name")
+            return self._implicit_object(f"q_obj_{name}-arg", data, info)
+        return data
 
     def _define_command(self, name, expr, info, doc, feats) -> None:
-        boxed = expr.get("boxed", False)
-        arg_name = self._arg_type(name, expr.get("data"), info, boxed, "arg")
+        arg_name = self._arg_type(name, expr.get("data"), info)
         rets = expr.get("returns")
-        ret_name = None
-        if rets is not None:
-            tref = self._type_ref(rets, info, "'returns'")
-            ret_name = tref if isinstance(tref, str) else f"[{tref[0]}]"
-        gen = expr.get("gen", True)
-        success = expr.get("success-response", True)
-        self._define(Command(name, info, doc, feats, arg_name, None, ret_name, gen, success,
-                             boxed, expr.get("allow-oob", False),
+        ret_name = _type_name(rets) if rets is not None else None
+        self._define(Command(name, info, doc, feats, arg_name, None, ret_name,
+                             expr.get("gen", True), expr.get("success-response", True),
+                             expr.get("boxed", False), expr.get("allow-oob", False),
                              expr.get("allow-preconfig", False),
                              expr.get("coroutine", False)), info)
 
@@ -660,10 +879,10 @@ class Schema:
             elem = tname[1:-1]
             if elem not in self.arrays:
                 arr = ArrayType(elem, None)
-                self.arrays[elem] = arr
                 arr.element = self.resolve_type(elem, info, what)
-                if isinstance(arr.element, ArrayType):
-                    raise QAPIError(info, f"{what}: array of arrays is not supported")
+                # check_type_ref() rejects arrays of arrays.
+                assert not isinstance(arr.element, ArrayType)
+                self.arrays[elem] = arr
             return self.arrays[elem]
         ent = self.entities.get(tname)
         if ent is None:
@@ -683,19 +902,24 @@ class Schema:
                 self._check_command(ent)
             elif isinstance(ent, Event):
                 self._check_event(ent)
-        self._check_docs()
+        self._check_containment()
+        self._check_commands_clash()
+        for e in self.exprs:
+            if e.doc is not None:
+                self._check_doc(e)
 
     def _check_object(self, obj: ObjectType, stack: tuple[str, ...] = ()) -> None:
         if obj.checked:
             return
         info = obj.info
         if obj.name in stack:
-            raise QAPIError(info, f"object {obj.name} contains itself")
+            cycle = stack[stack.index(obj.name):] + (obj.name,)
+            raise QAPIError(info, "base types form a cycle: " + " -> ".join(cycle))
         members: list[Member] = []
         if obj.base_name is not None:
             base = self.resolve_type(obj.base_name, info, "'base'")
             if not isinstance(base, ObjectType) or base.is_union():
-                raise QAPIError(info, f"'base' requires a struct type, {base.meta} '{base.name}' isn't")
+                raise QAPIError(info, f"'base' requires a struct type, {_describe(base)} isn't")
             self._check_object(base, stack + (obj.name,))
             obj.base = base
             members = list(base.members)
@@ -711,105 +935,208 @@ class Schema:
             members.append(m)
         obj.members = members
         if obj.variants is not None:
-            v = obj.variants
-            tag = next((m for m in members if m.name == v.tag_name), None)
-            if tag is None:
-                raise QAPIError(info, f"discriminator '{v.tag_name}' is not a member of 'base'")
-            if tag.optional:
-                raise QAPIError(info, f"discriminator member '{v.tag_name}' of 'base' must not be optional")
-            if not isinstance(tag.type, EnumType):
-                raise QAPIError(info, f"discriminator member '{v.tag_name}' of 'base' must be of enum type")
-            v.tag_member = tag
-            names = [ev.name for ev in tag.type.values]
-            for var in v.variants:
-                if var.name not in names:
-                    raise QAPIError(info, f"branch '{var.name}' is not a value of enum type '{tag.type.name}'")
-                var.type = self.resolve_type(var.type_name, var.info, f"branch '{var.name}'")
-                if not isinstance(var.type, ObjectType) or var.type.is_union():
-                    raise QAPIError(info, f"branch '{var.name}' cannot use {var.type.meta} type '{var.type.name}'")
-                self._check_object(var.type, stack + (obj.name,))
-                for bm in var.type.members:
-                    if c_name(bm.name) in seen:
-                        raise QAPIError(info, f"member '{bm.name}' of type '{var.type.name}' collides with member '{bm.name}' of type '{seen[c_name(bm.name)].owner.name if seen[c_name(bm.name)].owner else obj.name}'")
+            self._check_variants(obj, seen, stack)
         obj.checked = True
+
+    def _check_variants(self, obj: ObjectType, seen: dict[str, Member],
+                        stack: tuple[str, ...]) -> None:
+        info = obj.info
+        v = obj.variants
+        assert v is not None and obj.base is not None
+        tag = next((m for m in obj.members if m.name == v.tag_name), None)
+        if tag is None:
+            raise QAPIError(info, f"discriminator '{v.tag_name}' is not a member of 'base'")
+        if tag.optional:
+            raise QAPIError(info, f"discriminator member '{v.tag_name}' of 'base' must not be optional")
+        assert tag.type is not None
+        if not isinstance(tag.type, EnumType):
+            raise QAPIError(info, f"discriminator member '{v.tag_name}' of 'base' must be "
+                            f"of enum type, not {_describe(tag.type)}")
+        for m in obj.members:
+            if m.c_name in _UNION_CXX_NAMES:
+                raise QAPIError(info, f"member '{m.name}' collides with '{m.c_name}', "
+                                "which the generated C++ union type declares")
+        v.tag_member = tag
+        names = [ev.name for ev in tag.type.values]
+        base_desc = ("the base" if obj.base.is_implicit()
+                     else f"base type '{obj.base.name}'")
+        for var in v.variants:
+            if var.name not in names:
+                raise QAPIError(info, f"branch '{var.name}' is not a value of enum type '{tag.type.name}'")
+            var.type = self.resolve_type(var.type_name, var.info, f"branch '{var.name}'")
+            if not isinstance(var.type, ObjectType) or var.type.is_union():
+                raise QAPIError(info, f"branch '{var.name}' cannot use {_describe(var.type)}")
+            self._check_object(var.type, stack + (obj.name,))
+            for bm in var.type.members:
+                other = seen.get(c_name(bm.name))
+                if other is not None:
+                    owner = bm.owner.name if bm.owner else var.type.name
+                    raise QAPIError(info, f"member '{bm.name}' of branch '{var.name}' "
+                                    f"(type '{owner}') collides with member "
+                                    f"'{other.name}' of {base_desc}")
 
     def _check_alternate(self, alt: AlternateType) -> None:
         seen_json: dict[str, str] = {}
         for var in alt.variants.variants:
             var.type = self.resolve_type(var.type_name, var.info, f"branch '{var.name}'")
             t = var.type
-            if isinstance(t, AlternateType):
-                raise QAPIError(alt.info, f"branch '{var.name}' cannot use alternate type '{t.name}'")
-            kinds = [t.json_type]
-            if isinstance(t, BuiltinType) and t.spec.json in ("int", "number"):
-                kinds = ["number"] if t.spec.json == "number" else ["int"]
-            for k in kinds:
-                conflict = seen_json.get(k)
-                if k == "int" and "number" in seen_json:
-                    conflict = seen_json["number"]
-                if k == "number" and "int" in seen_json:
-                    conflict = seen_json["int"]
-                if conflict:
-                    raise QAPIError(alt.info, f"branch '{var.name}' can't be distinguished from '{conflict}'")
-                seen_json[k] = var.name
+            if isinstance(t, AlternateType) or \
+                    (isinstance(t, BuiltinType) and t.name == "any"):
+                raise QAPIError(alt.info, f"branch '{var.name}' cannot use {_describe(t)}")
+            # Integers and numbers are both JSON numbers.
+            kind = _JSON_KIND_NAMES[t.json_type]
+            if kind in seen_json:
+                raise QAPIError(alt.info, f"branch '{var.name}' can't be distinguished "
+                                f"from branch '{seen_json[kind]}': both take a JSON {kind}")
+            seen_json[kind] = var.name
+
+    def _check_arg(self, ent: Union["Command", "Event"]) -> None:
+        if ent.arg_name is None:
+            return
+        arg = self.resolve_type(ent.arg_name, ent.info, "'data'")
+        if not isinstance(arg, ObjectType):
+            raise QAPIError(ent.info, f"'data' cannot take {_describe(arg)}")
+        if arg.is_union() and not ent.boxed:
+            raise QAPIError(ent.info, "'data' can take union type only with 'boxed': true")
+        ent.arg_type = arg
 
     def _check_command(self, cmd: Command) -> None:
-        info = cmd.info
-        if cmd.arg_name is not None:
-            arg = self.resolve_type(cmd.arg_name, info, "command's 'data'")
-            if not isinstance(arg, ObjectType):
-                raise QAPIError(info, f"command's 'data' cannot take {arg.meta} type '{arg.name}'")
-            if arg.is_union() and not cmd.boxed:
-                raise QAPIError(info, "command's 'data' can take union type only with 'boxed': true")
-            cmd.arg_type = arg
+        self._check_arg(cmd)
         if cmd.ret_name is not None:
-            cmd.ret_type = self.resolve_type(cmd.ret_name, info, "command's 'returns'")
+            cmd.ret_type = self.resolve_type(cmd.ret_name, cmd.info, "'returns'")
             rt = cmd.ret_type
             if not isinstance(rt, (ObjectType, ArrayType)) and \
                     cmd.name not in self.pragma.get("command-returns-exceptions", []):
-                raise QAPIError(info, f"command's 'returns' cannot take type '{rt.name}'")
-        if cmd.coroutine and cmd.allow_oob:
-            raise QAPIError(info, "flags 'allow-oob' and 'coroutine' are incompatible")
+                raise QAPIError(cmd.info, f"'returns' must be an object type or an array, "
+                                f"not {_describe(rt)}")
 
     def _check_event(self, ev: Event) -> None:
-        if ev.arg_name is not None:
-            arg = self.resolve_type(ev.arg_name, ev.info, "event's 'data'")
-            if not isinstance(arg, ObjectType):
-                raise QAPIError(ev.info, f"event's 'data' cannot take {arg.meta} type '{arg.name}'")
-            if arg.is_union() and not ev.boxed:
-                raise QAPIError(ev.info, "event's 'data' can take union type only with 'boxed': true")
-            ev.arg_type = arg
+        self._check_arg(ev)
 
-    def _check_docs(self) -> None:
-        for ent in self.order:
-            if ent.doc is None or ent.info is None:
-                continue
-            documented = set(ent.doc.args)
-            if isinstance(ent, (ObjectType,)):
-                names = {m.name for m in ent.local_members}
-                if ent.variants and ent.base and ent.base.is_implicit():
-                    names |= {m.name for m in ent.base.local_members}
-                names |= {m.name for m in ent.members}
-            elif isinstance(ent, EnumType):
-                names = {v.name for v in ent.values}
-            elif isinstance(ent, (Command, Event)):
-                arg = ent.arg_type
-                names = {m.name for m in arg.members} if arg and not ent.boxed else set()
-            elif isinstance(ent, AlternateType):
-                names = {v.name for v in ent.variants.variants}
+    def _check_commands_clash(self) -> None:
+        """Each command's handler is qmp_<c_name>: two must not share it."""
+        seen: dict[str, str] = {}
+        for cmd in self.commands():
+            other = seen.setdefault(cmd.c_name, cmd.name)
+            if other != cmd.name:
+                raise QAPIError(cmd.info, f"name '{cmd.name}' collides with "
+                                f"command '{other}' in C++")
+
+    def _check_containment(self) -> None:
+        """A C++ struct cannot hold itself by value (a base, a member, a
+        union branch); recursion must go through an array or an alternate,
+        whose object branches are boxed."""
+        done: set[str] = set()
+
+        def edges(t: Type) -> list[tuple[str, Type]]:
+            out: list[tuple[str, Type]] = []
+            if not isinstance(t, ObjectType):
+                return out
+            if t.is_union():
+                assert t.variants is not None
+                out += [(f"{t.name}.{m.name}", m.type) for m in t.members
+                        if isinstance(m.type, ObjectType)]
+                out += [(f"{t.name} (branch '{v.name}')", v.type)
+                        for v in t.variants.variants if v.type is not None]
             else:
-                names = set()
-            for extra in sorted(documented - names):
-                raise QAPIError(ent.doc.info, f"documented member '{extra}' does not exist")
-            known = set(ent.feature_names())
-            if isinstance(ent, ObjectType):
-                known |= {f.name for m in ent.members for f in m.features}
-            if isinstance(ent, EnumType):
-                known |= {f.name for v in ent.values for f in v.features}
-            if isinstance(ent, (Command, Event)) and ent.arg_type is not None:
-                known |= {f.name for m in ent.arg_type.members for f in m.features}
-            for fname in sorted(set(ent.doc.features) - known):
-                raise QAPIError(ent.doc.info, f"documented feature '{fname}' does not exist")
+                if t.base is not None:
+                    out.append((f"{t.name} (base)", t.base))
+                out += [(f"{t.name}.{m.name}", m.type) for m in t.local_members
+                        if isinstance(m.type, ObjectType)]
+            return out
+
+        def visit(t: Type, path: list[tuple[Type, str]]) -> None:
+            if t.name in done:
+                return
+            on_path = [p[0].name for p in path]
+            if t.name in on_path:
+                cycle = path[on_path.index(t.name):]
+                # Name the cycle from a type the schema defines, not a wrapper.
+                start = next(i for i, (ty, _) in enumerate(cycle) if not ty.is_implicit())
+                cycle = cycle[start:] + cycle[:start]
+                head = cycle[0][0]
+                steps = [label for ty, label in cycle if not ty.is_implicit()]
+                raise QAPIError(head.info, f"{head.meta} '{head.name}' contains itself: "
+                                + " -> ".join(steps + [head.name])
+                                + "; recursion needs an array or an alternate")
+            for label, dep in edges(t):
+                visit(dep, path + [(t, label)])
+            done.add(t.name)
+
+        for t in self.order:
+            if isinstance(t, ObjectType) and not t.is_implicit():
+                visit(t, [])
+
+    # -- documentation --------------------------------------------------------
+    def _raw_members(self, ref: Any, seen: tuple[str, ...] = ()) -> list[tuple[str, list[str]]]:
+        """(name, feature names) of every member of an object type, inline
+        object or union base, its base's included, whatever their conditions."""
+        if isinstance(ref, dict):
+            out = []
+            for key, val in ref.items():
+                feats = val.get("features") or [] if isinstance(val, dict) else []
+                out.append((key.lstrip("*"),
+                            [f if isinstance(f, str) else f["name"] for f in feats]))
+            return out
+        if not isinstance(ref, str) or ref in seen:
+            return []
+        out = []
+        for e in self.raw.get(ref, []):
+            meta = e.info.defn_meta
+            if meta == "struct":
+                if "base" in e.expr:
+                    out += self._raw_members(e.expr["base"], seen + (ref,))
+                out += self._raw_members(e.expr["data"], seen + (ref,))
+            elif meta == "union":
+                if "base" in e.expr:
+                    out += self._raw_members(e.expr["base"], seen + (ref,))
+                else:
+                    out.append(("type", []))
+        return out
+
+    def _check_doc(self, e: Expr) -> None:
+        """A definition's doc may describe its members (or values, or
+        branches) and features, all of them whatever their conditions."""
+        doc, expr = e.doc, e.expr
+        assert doc is not None
+        meta = e.info.defn_meta
+        features = set(_raw_feature_names(expr.get("features")))
+        members: list[tuple[str, list[str]]] = []
+        if meta == "enum":
+            for v in expr["data"]:
+                if isinstance(v, dict):
+                    members.append((v["name"], _raw_feature_names(v.get("features"))))
+                else:
+                    members.append((v, []))
+        elif meta == "struct":
+            members = self._raw_members(e.info.defn_name)
+        elif meta == "union":
+            members = self._raw_members(e.info.defn_name)
+        elif meta == "alternate":
+            members = [(k, []) for k in expr["data"]]
+        elif "data" in expr:
+            members = self._raw_members(expr["data"])
+            if expr.get("boxed"):
+                # The members are documented with the type.
+                features |= {f for _, fs in members for f in fs}
+                members = []
+        names = {name for name, _ in members}
+        features |= {f for _, fs in members for f in fs}
+        for name in doc.args:
+            if name not in names:
+                raise QAPIError(doc.info.at(doc.arg_lines[name]),
+                                f"documented member '{name}' does not exist")
+        for name in doc.features:
+            if name not in features:
+                raise QAPIError(doc.info.at(doc.feature_lines[name]),
+                                f"documented feature '{name}' does not exist")
+        for sec in doc.sections:
+            if sec.name in ("Returns", "Errors") and meta != "command":
+                raise QAPIError(doc.info.at(sec.line),
+                                f"'{sec.name}' section is only valid for commands")
+            if sec.name == "Returns" and "returns" not in expr:
+                raise QAPIError(doc.info.at(sec.line),
+                                "'Returns' section, but the command returns nothing")
 
     # -- queries for back ends ----------------------------------------------
     def types(self) -> list[Type]:
@@ -820,3 +1147,7 @@ class Schema:
 
     def events(self) -> list[Event]:
         return [e for e in self.order if isinstance(e, Event)]
+
+
+def _raw_feature_names(raw: Any) -> list[str]:
+    return [f if isinstance(f, str) else f["name"] for f in raw or []]

@@ -153,7 +153,11 @@ ChardevCliOptions chardev_parse_cli(std::string_view text) {
   ChardevCliOptions out;
   const std::string* id = o.get("id");
   if (!id) qapi::fail("chardev: no id specified");
-  if (!valid_id(*id)) qapi::fail("Parameter 'id' expects an identifier");
+  if (!valid_id(*id)) {
+    throw qapi::Error(qapi::ErrorClass::GenericError, "Parameter 'id' expects an identifier",
+                      "Identifiers consist of letters, digits, '-', '.', '_', starting with a "
+                      "letter.");
+  }
   out.id = *id;
   const std::string* backend = o.get("backend");
   if (!backend) qapi::fail("chardev: \"{}\" missing backend", *id);

@@ -43,6 +43,24 @@ Daemon::~Daemon() {
   chardevs_.close_all();
 }
 
+void Daemon::add_object(qapi::ObjectOptions opts) {
+  using T = qapi::ObjectType;
+  T type = opts.qom_type();
+  if (type == T::tls_creds_anon || type == T::tls_creds_psk || type == T::tls_creds_x509) {
+    qapi::fail("object type '{}' is not supported yet", qapi::enum_name(type));
+  }
+  if (objects_.contains(opts.id)) {
+    qapi::fail("attempt to add duplicate property '{}' to object (type 'container')", opts.id);
+  }
+  std::string id = opts.id;
+  objects_.emplace(std::move(id), std::move(opts));
+}
+
+const qapi::ObjectOptions* Daemon::find_object(const std::string& id) const {
+  auto it = objects_.find(id);
+  return it == objects_.end() ? nullptr : &it->second;
+}
+
 void Daemon::add_monitor(std::shared_ptr<Monitor> mon) {
   monitors_.push_back(std::move(mon));
 }

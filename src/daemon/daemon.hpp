@@ -10,6 +10,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -43,6 +44,10 @@ class Daemon {
   FdSets& fdsets() { return fdsets_; }
   ChardevRegistry& chardevs() { return chardevs_; }
 
+  // User-created objects (--object, object-add), by id.
+  void add_object(qapi::ObjectOptions opts);
+  const qapi::ObjectOptions* find_object(const std::string& id) const;
+
   // Monitors register themselves; events go to every one in command mode.
   void add_monitor(std::shared_ptr<Monitor> mon);
   const std::vector<std::shared_ptr<Monitor>>& monitors() const { return monitors_; }
@@ -63,6 +68,7 @@ class Daemon {
   FdSets fdsets_;
   ChardevRegistry chardevs_;
   std::vector<std::shared_ptr<Monitor>> monitors_;
+  std::map<std::string, qapi::ObjectOptions> objects_;
   std::optional<qapi::ShutdownCause> shutdown_cause_;
   std::vector<std::function<void()>> shutdown_hooks_;
 };

@@ -28,12 +28,14 @@ namespace {
 
 const char* g_prog = "vstord";
 
-[[noreturn]] void die(const std::string& where, const std::string& msg) {
+[[noreturn]] void die(const std::string& where, const std::string& msg,
+                      const std::string& hint = {}) {
   if (where.empty()) {
     fmt::print(stderr, "{}: {}\n", g_prog, msg);
   } else {
     fmt::print(stderr, "{}: {}: {}\n", g_prog, where, msg);
   }
+  if (!hint.empty()) fmt::print(stderr, "{}\n", hint);
   std::fflush(stderr);
   _exit(1);
 }
@@ -148,7 +150,7 @@ int main(int argc, char** argv) {
           try {
             co_await run_option(daemon, opt);
           } catch (const qapi::Error& e) {
-            die(opt.as_given, e.what());
+            die(opt.as_given, e.what(), e.hint());
           }
         }
         if (cl.pidfile) pidfile.create(*cl.pidfile);

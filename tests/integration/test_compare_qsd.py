@@ -7,7 +7,9 @@ timestamps.  Skipped when qemu-storage-daemon is not installed.
 """
 
 import json
+import os
 import socket
+import subprocess
 import time
 import unittest
 
@@ -181,6 +183,57 @@ class CompareWithQsd(unittest.TestCase):
         # Beyond the reference: descriptor passing and yank.
         self.assertTrue({"getfd", "closefd", "add-fd", "remove-fd", "query-fdsets", "yank",
                          "query-yank"} <= lists[0])
+
+
+# Command lines that must fail the same way in both daemons: exit status 1
+# and the same message, with the program name masked.
+BAD_COMMAND_LINES = [
+    ["--monitor", "chardev=nope"],
+    ["--monitor", "m0,pretty"],
+    ["--chardev", "socket,id=1x"],
+    ["--chardev", "nope,id=x"],
+    ["--chardev", "socket,id=x,bogus=1"],
+    ["--chardev", "socket,path=/nonexistent/dir/s,server=on,wait=off"],
+    ["--chardev", "socket,id=x,path=/nonexistent/dir/s,server=on,wait=off"],
+    ["--chardev", "socket,id=x,host=127.0.0.1"],
+    ["--chardev", "socket,id=x,path=/a,host=b,port=1"],
+    ["--chardev", "socket,id=x,fd=notanumber,server=on,wait=off"],
+    ["--chardev", "socket,id=x,path=/tmp/never,server=on,reconnect=1"],
+    ["--object", "iothread,id=io0", "--object", "iothread,id=io0"],
+    ["--object", "secret,id=s,format=hex"],
+    ["--object", "nope,id=x"],
+    ["--blockdev", "driver=qcow3,node-name=x"],
+    ["--blockdev", "null-co,node-name=x,size=abc"],
+    ["--blockdev", '{"driver":"null-co","size":1.5}'],
+    ["--blockdev", "null-co,read-only=maybe"],
+    ["--blockdev", "driver=raw,file.driver=file"],
+    ["--blockdev", "raw,file.0=x"],
+    ["--export", "nbd,id=e,node-name=n,bogus=1"],
+    ["--export", "type=nope,id=e,node-name=n"],
+    ["--nbd-server", "addr.type=unix,addr.path=/tmp/x,max-connections=-1"],
+    ["--nbd-server", "addr.type=inet,addr.host=h"],
+    ["--nbd-server", "{}"],
+    ["--nbd-server", "{"],
+    ["--monitor", "help"],
+    ["extra-argument"],
+]
+
+
+@unittest.skipIf(QSD is None, "qemu-storage-daemon is not installed")
+class CompareCommandLine(unittest.TestCase):
+    def run_daemon(self, binary, args):
+        p = subprocess.run([binary] + args, stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=20)
+        name = os.path.basename(binary)
+        return p.returncode, p.stderr.decode().replace(name + ":", "PROG:")
+
+    def test_bad_command_lines(self):
+        for args in BAD_COMMAND_LINES:
+            with self.subTest(args=args):
+                ours = self.run_daemon(VSTORD, args)
+                ref = self.run_daemon(QSD, args)
+                self.assertEqual(ref[0], 1, "reference accepted %r" % args)
+                self.assertEqual(ours, ref)
 
 
 if __name__ == "__main__":

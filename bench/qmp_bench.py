@@ -13,7 +13,6 @@ median is quoted.
 """
 
 import argparse
-import json
 import os
 import selectors
 import shutil
@@ -21,7 +20,6 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -171,8 +169,6 @@ def main():
         a, b = med["vstord"], med["qsd"]
         print(f"ratio   requests_per_s {a['rps'] / b['rps']:.2f}x  p50 {a['p50_us'] / b['p50_us']:.2f}x  "
               f"p99 {a['p99_us'] / b['p99_us']:.2f}x  rss {a['rss_mib'] / b['rss_mib']:.2f}x")
-    json.dump(med, sys.stderr)
-    print(file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,17 @@ T parse_typed(const std::string& text, const char* implied_key, Visit visit) {
 }
 
 asio::awaitable<void> add_chardev(Daemon& daemon, const std::string& arg) {
-  ChardevCliOptions opts = chardev_parse_cli(arg);
+  // qemu-storage-daemon takes only the key=value form; the JSON form (the
+  // arguments of chardev-add) reaches every backend option, vsock
+  // addresses included.
+  ChardevCliOptions opts;
+  if (arg.starts_with('{')) {
+    auto json = parse_typed<qapi::ChardevOptions>(arg, nullptr, qapi::visit_type_ChardevOptions);
+    opts.id = std::move(json.id);
+    opts.backend = std::move(json.backend);
+  } else {
+    opts = chardev_parse_cli(arg);
+  }
   if (daemon.chardevs().contains(opts.id)) {
     qapi::fail("Duplicate ID '{}' for chardev", opts.id);
   }

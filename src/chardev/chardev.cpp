@@ -10,6 +10,10 @@ void Chardev::attach(ChardevFrontend* fe) {
   frontend_ = fe;
 }
 
+std::vector<std::string> chardev_backends_available() {
+  return {"socket"};
+}
+
 std::shared_ptr<Chardev> chardev_new(Daemon& daemon, const std::string& id,
                                      const qapi::ChardevBackend& backend, const FdContext& fds) {
   using K = qapi::ChardevBackendKind;

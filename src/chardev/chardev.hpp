@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "net/socket_address.hpp"
 #include "qapi-types.hpp"
@@ -32,7 +33,8 @@ class ChardevFrontend {
  public:
   virtual ~ChardevFrontend() = default;
   virtual void chr_event(ChrEvent event) = 0;
-  virtual void chr_read(std::string_view data) = 0;
+  // 'fds' are the descriptors that came with these bytes (SCM_RIGHTS).
+  virtual void chr_read(std::string_view data, std::vector<UniqueFd> fds) = 0;
   virtual bool chr_can_read() = 0;
   // False while input already received is still being worked on; a peer
   // that closes its sending side still gets the replies to what it sent.
@@ -61,9 +63,6 @@ class Chardev : public std::enable_shared_from_this<Chardev> {
   virtual void write(std::string data) = 0;
   // The frontend can take input again.
   virtual void accept_input() {}
-  // Takes the oldest descriptor received with data (SCM_RIGHTS) and not
-  // yet claimed.
-  virtual UniqueFd take_msgfd() { return {}; }
   virtual bool connected() const = 0;
   // Bytes queued by write() and not yet sent.
   virtual size_t pending_output() const { return 0; }
@@ -83,6 +82,10 @@ class Chardev : public std::enable_shared_from_this<Chardev> {
  private:
   std::string id_;
 };
+
+// The backends this build can create, for "--chardev help" and
+// query-chardev-backends.
+std::vector<std::string> chardev_backends_available();
 
 // Creates a backend from its QAPI description.  'fds' decides how 'fd'
 // socket addresses are resolved (command line or monitor command).

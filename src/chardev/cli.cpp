@@ -1,8 +1,8 @@
 #include "chardev/cli.hpp"
 
-#include <spdlog/spdlog.h>
-
 #include <cctype>
+#include <cerrno>
+#include <cstdlib>
 #include <map>
 #include <set>
 
@@ -30,6 +30,10 @@ const std::set<std::string, std::less<>> kBoolKeys = {
     "telnet",    "tn3270",       "websocket", "mux",      "signal", "append",
     "logappend", "logtimestamp", "tight",     "abstract", "mouse",  "clipboard"};
 
+// Keys QEMU's option parser reads as numbers.
+const std::set<std::string, std::less<>> kNumberKeys = {
+    "to", "reconnect", "reconnect-ms", "size", "width", "height", "cols", "rows"};
+
 bool valid_id(const std::string& id) {
   if (id.empty() || !std::isalpha(static_cast<unsigned char>(id[0]))) return false;
   for (char c : id) {
@@ -46,8 +50,12 @@ bool parse_bool(const std::string& key, const std::string& v) {
   qapi::fail("Parameter '{}' expects 'on' or 'off'", key);
 }
 
+// Option values, checked as QEMU's option parser checks them: booleans
+// are on/off (and their synonyms), numbers are unsigned integers.
 struct Opts {
   std::map<std::string, std::string, std::less<>> values;
+  std::vector<std::pair<std::string, std::string>> warnings;
+
   bool has(std::string_view k) const { return values.find(k) != values.end(); }
   const std::string* get(std::string_view k) const {
     auto it = values.find(k);
@@ -56,6 +64,21 @@ struct Opts {
   bool flag(std::string_view k, bool def) const {
     const std::string* v = get(k);
     return v ? parse_bool(std::string(k), *v) : def;
+  }
+  // The value as the JSON type the schema wants.
+  Json typed(std::string_view k) const {
+    const std::string& v = *get(k);
+    if (kBoolKeys.contains(k)) return parse_bool(std::string(k), v);
+    if (kNumberKeys.contains(k)) return parse_number(std::string(k), v);
+    return v;
+  }
+  static uint64_t parse_number(const std::string& key, const std::string& v) {
+    errno = 0;
+    char* end = nullptr;
+    unsigned long long n = std::strtoull(v.c_str(), &end, 0);
+    if (v.empty() || *end != '\0') qapi::fail("Parameter '{}' expects a number", key);
+    if (errno == ERANGE) qapi::fail("Value '{}' is too large for parameter '{}'", v, key);
+    return n;
   }
 };
 
@@ -94,18 +117,19 @@ Opts parse_opts(std::string_view text) {
           elem.starts_with("no") && kBoolKeys.contains(elem.substr(2)) && !kBoolKeys.contains(elem);
       key = negated ? elem.substr(2) : elem;
       value = negated ? "off" : "on";
-      spdlog::warn("short-form boolean option '{}' deprecated; please use {}={} instead", elem, key,
-                   value);
+      o.warnings.emplace_back(fmt::format("short-form boolean option '{}' deprecated", elem),
+                              fmt::format("Please use {}={} instead", key, value));
     }
     first = false;
     if (!kKeys.contains(key)) qapi::fail("Invalid parameter '{}'", key);
     o.values[key] = value;  // the last occurrence wins
+    (void)o.typed(key);     // checked now, in option order, as QEMU does
   }
   return o;
 }
 
 void copy(const Opts& o, Json& data, std::string_view from, const char* to) {
-  if (const std::string* v = o.get(from)) data[to] = *v;
+  if (o.has(from)) data[to] = o.typed(from);
 }
 
 void common(const Opts& o, Json& data) {
@@ -143,11 +167,6 @@ Json socket_address(const Opts& o, bool udp) {
 
 }  // namespace
 
-std::vector<std::string> chardev_cli_backends() {
-  return {"file", "serial",  "parallel", "pipe",    "socket",  "udp",   "pty", "null",    "mux",
-          "hub",  "msmouse", "wctablet", "braille", "testdev", "stdio", "vc",  "ringbuf", "memory"};
-}
-
 ChardevCliOptions chardev_parse_cli(std::string_view text) {
   Opts o = parse_opts(text);
   ChardevCliOptions out;
@@ -175,11 +194,11 @@ ChardevCliOptions chardev_parse_cli(std::string_view text) {
     }
     data["addr"] = socket_address(o, false);
     bool server = o.flag("server", false);
-    data["server"] = server ? "on" : "off";
+    data["server"] = server;
     if (o.has("delay") || o.has("nodelay")) {
-      data["nodelay"] = (!o.flag("delay", true) || o.flag("nodelay", false)) ? "on" : "off";
+      data["nodelay"] = !o.flag("delay", true) || o.flag("nodelay", false);
     }
-    if (server || o.has("wait")) data["wait"] = o.flag("wait", true) ? "on" : "off";
+    if (server || o.has("wait")) data["wait"] = o.flag("wait", true);
     copy(o, data, "telnet", "telnet");
     copy(o, data, "tn3270", "tn3270");
     copy(o, data, "websocket", "websocket");
@@ -197,7 +216,7 @@ ChardevCliOptions chardev_parse_cli(std::string_view text) {
     }
   } else if (type == "file") {
     const std::string* path = o.get("path");
-    if (!path) qapi::fail("file character device requires 'path' option");
+    if (!path) qapi::fail("chardev: file: no filename given");
     data["out"] = *path;
     copy(o, data, "input-path", "in");
     copy(o, data, "append", "append");
@@ -225,13 +244,15 @@ ChardevCliOptions chardev_parse_cli(std::string_view text) {
   } else if (type == "vc") {
     for (const char* k : {"width", "height", "cols", "rows"}) copy(o, data, k, k);
   } else {
-    bool known = false;
-    for (const auto& b : chardev_cli_backends()) known |= (b == type);
-    if (!known) qapi::fail("'{}' is not a valid char driver name", *backend);
+    if (!qapi::enum_parse<qapi::ChardevBackendKind>(type)) {
+      qapi::fail("'{}' is not a valid char driver name", *backend);
+    }
   }
+  // The values are typed already; the schema checks ranges and the rest.
   Json backend_json = {{"type", type}, {"data", data}};
-  qapi::Input in(qapi::Input::Mode::keyval);
+  qapi::Input in;
   qapi::visit_type_ChardevBackend(in, nullptr, backend_json, out.backend);
+  out.warnings = std::move(o.warnings);
   return out;
 }
 

@@ -4,6 +4,8 @@
 
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "qapi-types.hpp"
 
@@ -13,13 +15,11 @@ struct ChardevCliOptions {
   std::string id;
   qapi::ChardevBackend backend;
   bool mux = false;
+  // Deprecated forms used: {message, hint} for the caller to print.
+  std::vector<std::pair<std::string, std::string>> warnings;
 };
 
-// Throws qapi::Error with QEMU's messages.  Warnings for deprecated forms
-// go to the log.
+// Throws qapi::Error with QEMU's messages.
 ChardevCliOptions chardev_parse_cli(std::string_view text);
-
-// The backend names --chardev accepts, for "--chardev help".
-std::vector<std::string> chardev_cli_backends();
 
 }  // namespace vstord

@@ -35,9 +35,9 @@ using qapi::SocketAddressType;
 
 namespace {
 
-// Descriptors received but not claimed are kept up to this many; older
-// ones are closed, so a client cannot make the daemon hoard descriptors.
-constexpr size_t kMaxPendingFds = 16;
+// Descriptors accepted with one message; more are closed at once (QEMU's
+// limit for socket chardevs).
+constexpr size_t kMaxFdsPerMessage = 16;
 constexpr size_t kReadChunk = 64 * 1024;
 
 struct Session {
@@ -50,7 +50,6 @@ struct Session {
   asio::steady_timer input_wake;
   std::deque<std::string> out;
   size_t out_bytes = 0;
-  std::deque<UniqueFd> fds;
   std::string peer;  // for filename()
   bool closed = false;
 
@@ -115,13 +114,6 @@ class SocketChardev final : public Chardev {
 
   void accept_input() override {
     if (session_) session_->input_wake.cancel();
-  }
-
-  UniqueFd take_msgfd() override {
-    if (!session_ || session_->fds.empty()) return {};
-    UniqueFd fd = std::move(session_->fds.front());
-    session_->fds.pop_front();
-    return fd;
   }
 
   bool connected() const override { return session_ && !session_->closed; }
@@ -264,13 +256,17 @@ class SocketChardev final : public Chardev {
       msg.msg_controllen = sizeof(control);
       ssize_t n = ::recvmsg(s->sock.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
       if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      // The kernel never joins bytes sent with descriptors to bytes sent
+      // before them, so these descriptors belong to the first request that
+      // these bytes complete.
+      std::vector<UniqueFd> fds;
       for (cmsghdr* c = CMSG_FIRSTHDR(&msg); n >= 0 && c; c = CMSG_NXTHDR(&msg, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
         size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        const int* fds = reinterpret_cast<const int*>(CMSG_DATA(c));
+        const int* data = reinterpret_cast<const int*>(CMSG_DATA(c));
         for (size_t i = 0; i < count; ++i) {
-          s->fds.emplace_back(fds[i]);
-          if (s->fds.size() > kMaxPendingFds) s->fds.pop_front();
+          UniqueFd fd(data[i]);
+          if (fds.size() < kMaxFdsPerMessage) fds.push_back(std::move(fd));
         }
       }
       if (n == 0) {
@@ -280,7 +276,9 @@ class SocketChardev final : public Chardev {
         break;
       }
       if (n < 0) break;
-      if (self->frontend_) self->frontend_->chr_read(std::string_view(buf.data(), size_t(n)));
+      if (self->frontend_) {
+        self->frontend_->chr_read(std::string_view(buf.data(), size_t(n)), std::move(fds));
+      }
     }
     self->end_session(s);
   }

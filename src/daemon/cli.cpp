@@ -10,6 +10,20 @@
 
 namespace vstord {
 
+namespace {
+const char* g_program_name = "vstord";
+}
+
+const char* program_name() {
+  return g_program_name;
+}
+
+void print_warning(const std::string& location, const std::string& message,
+                   const std::string& hint) {
+  fmt::print(stderr, "{}: {}: warning: {}\n", g_program_name, location, message);
+  if (!hint.empty()) fmt::print(stderr, "{}\n", hint);
+}
+
 std::string help_text(const char* prog) {
   return fmt::format(
       "Usage: {} [options]\n"
@@ -86,6 +100,7 @@ CommandLine parse_command_line(int argc, char** argv) {
       {nullptr, 0, nullptr, 0},
   };
   const char* prog = std::strrchr(argv[0], '/') ? std::strrchr(argv[0], '/') + 1 : argv[0];
+  g_program_name = prog;
   CommandLine cl;
   bool help = false, version = false;
   optind = 1;

@@ -26,4 +26,12 @@ CommandLine parse_command_line(int argc, char** argv);
 
 std::string help_text(const char* prog);
 
+// The name the daemon was started as (argv[0] without its directory), for
+// messages in QEMU's "PROG: LOCATION: message" form.
+const char* program_name();
+
+// Prints "PROG: LOCATION: warning: MESSAGE" and the hint, as QEMU does.
+void print_warning(const std::string& location, const std::string& message,
+                   const std::string& hint = {});
+
 }  // namespace vstord

@@ -76,9 +76,13 @@ asio::awaitable<void> Daemon::shutdown_sequence() {
   co_await asio::post(io_, asio::use_awaitable);
   spdlog::info("shutting down ({})", qapi::enum_name(*shutdown_cause_));
   qapi::qapi_event_send_shutdown(false, *shutdown_cause_);
-  // Give clients their last replies and the SHUTDOWN event.
+  // Give clients their last replies and the SHUTDOWN event, within one
+  // deadline for all of them.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
   for (const auto& [id, chr] : chardevs_.all()) {
-    co_await chr->drain(std::chrono::milliseconds(500));
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() > 0) co_await chr->drain(left);
   }
   for (auto it = shutdown_hooks_.rbegin(); it != shutdown_hooks_.rend(); ++it) (*it)();
   chardevs_.close_all();

@@ -46,7 +46,10 @@ class PidFile {
  public:
   void create(const std::string& path) {
     UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
-    if (!fd) die("", fmt::format("cannot create PID file: {}", std::strerror(errno)));
+    if (!fd) {
+      die("", fmt::format("cannot create PID file: Could not create '{}': {}", path,
+                          std::strerror(errno)));
+    }
     struct flock lk {};
     lk.l_type = F_WRLCK;
     lk.l_whence = SEEK_SET;

@@ -22,7 +22,13 @@ T parse_typed(const std::string& text, const char* implied_key, Visit visit) {
   return out;
 }
 
-asio::awaitable<void> add_chardev(Daemon& daemon, const std::string& arg) {
+asio::awaitable<void> add_chardev(Daemon& daemon, const CliOption& cli) {
+  const std::string& arg = cli.arg;
+  if (arg == "help" || arg == "?") {
+    fmt::print("Available chardev backend types: \n");
+    for (const auto& name : chardev_backends_available()) fmt::print("  {}\n", name);
+    std::exit(0);
+  }
   // qemu-storage-daemon takes only the key=value form; the JSON form (the
   // arguments of chardev-add) reaches every backend option, vsock
   // addresses included.
@@ -33,6 +39,7 @@ asio::awaitable<void> add_chardev(Daemon& daemon, const std::string& arg) {
     opts.backend = std::move(json.backend);
   } else {
     opts = chardev_parse_cli(arg);
+    for (const auto& [message, hint] : opts.warnings) print_warning(cli.as_given, message, hint);
   }
   if (daemon.chardevs().contains(opts.id)) {
     qapi::fail("Duplicate ID '{}' for chardev", opts.id);
@@ -73,7 +80,7 @@ void add_object(Daemon& daemon, const std::string& arg) {
 
 asio::awaitable<void> run_option(Daemon& daemon, const CliOption& opt) {
   if (opt.name == "chardev") {
-    co_await add_chardev(daemon, opt.arg);
+    co_await add_chardev(daemon, opt);
   } else if (opt.name == "monitor") {
     add_monitor(daemon, opt.arg);
   } else if (opt.name == "object") {

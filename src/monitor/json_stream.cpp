@@ -474,23 +474,27 @@ class Parser {
         case 'r': out.push_back('\r'); break;
         case 't': out.push_back('\t'); break;
         case 'u': {
-          // A bad escape is named by its text: the backslash and five more.
-          auto bad = [&](size_t at) {
-            error(fmt::format("{} is not a valid Unicode character", s.substr(at, 6)));
+          // A bad escape is named by its text, read from the token (so a
+          // truncated one shows the closing quote, as in QEMU): the
+          // backslash and five more, or the whole surrogate pair.
+          auto bad = [&](size_t at, size_t len) {
+            error(fmt::format("{} is not a valid Unicode character", tok.substr(at + 1, len)));
           };
           size_t at = i - 2;
           int cp = hex4(s, i);
-          if (cp < 0) bad(at);
+          if (cp < 0) bad(at, 6);
           i += 4;
+          size_t len = 6;
           if (cp >= 0xD800 && cp <= 0xDBFF) {
             int lo = (i + 1 < s.size() && s[i] == '\\' && s[i + 1] == 'u') ? hex4(s, i + 2) : -1;
-            if (lo < 0xDC00 || lo > 0xDFFF) bad(at);
+            if (lo < 0xDC00 || lo > 0xDFFF) bad(at, 6);
             i += 6;
+            len = 12;
             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
           } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-            bad(at);
+            bad(at, 6);
           }
-          if (is_noncharacter(static_cast<uint32_t>(cp))) bad(at);
+          if (is_noncharacter(static_cast<uint32_t>(cp))) bad(at, len);
           append_utf8(out, static_cast<uint32_t>(cp));
           break;
         }
@@ -574,14 +578,6 @@ void write_string(std::string& out, std::string_view s) {
   out.push_back('"');
 }
 
-uint32_t tdb_hash(std::string_view key) {
-  uint32_t v = 0x238F13AFu * static_cast<uint32_t>(key.size());
-  for (size_t i = 0; i < key.size(); ++i) {
-    v += static_cast<uint32_t>(static_cast<unsigned char>(key[i])) << ((i * 5) % 24);
-  }
-  return 1103515243u * v + 12345u;
-}
-
 void write_value(std::string& out, const Json& v, bool pretty, int level) {
   auto newline = [&](int lvl) {
     if (!pretty) return;
@@ -632,27 +628,6 @@ void write_value(std::string& out, const Json& v, bool pretty, int level) {
 }
 
 }  // namespace
-
-std::vector<std::string> qemu_member_order(const Json& object) {
-  struct Key {
-    uint32_t bucket;
-    size_t index;
-    const std::string* name;
-  };
-  std::vector<Key> keys;
-  keys.reserve(object.size());
-  size_t i = 0;
-  for (auto it = object.begin(); it != object.end(); ++it, ++i) {
-    keys.push_back(Key{tdb_hash(it.key()) % 512, i, &it.key()});
-  }
-  std::sort(keys.begin(), keys.end(), [](const Key& a, const Key& b) {
-    return a.bucket != b.bucket ? a.bucket < b.bucket : a.index > b.index;
-  });
-  std::vector<std::string> out;
-  out.reserve(keys.size());
-  for (const Key& k : keys) out.push_back(*k.name);
-  return out;
-}
 
 Json parse_json_tokens(const std::vector<JsonStream::Token>& tokens) {
   return Parser(tokens).parse();

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "qapi/member_order.hpp"
 #include "qapi/visit.hpp"
 
 namespace vstord {
@@ -85,13 +86,6 @@ class JsonStream {
 // Parses one complete value from its tokens; throws qapi::Error with
 // QEMU's "JSON parse error, ..." wording.
 qapi::Json parse_json_tokens(const std::vector<JsonStream::Token>& tokens);
-
-// The order in which QEMU iterates an object's members: its QDict hash
-// buckets (512 of them, keyed by tdb_hash), newest member first within a
-// bucket.  Replies are written in this order so that they match QEMU's
-// byte for byte, and requests are checked in it so that a request with
-// several faults gets the same error as from QEMU.
-std::vector<std::string> qemu_member_order(const qapi::Json& object);
 
 // Serialises a reply or event as QEMU does: ASCII only (everything else as
 // \uXXXX), and, when pretty, indented with every line ending in CRLF.

@@ -44,6 +44,7 @@ void Monitor::reset_session() {
   oob_enabled_ = false;
   stream_.reset();
   queue_.clear();
+  arrived_fds_.clear();
 }
 
 void Monitor::chr_event(ChrEvent event) {
@@ -68,52 +69,70 @@ bool Monitor::chr_can_read() {
   return queue_.size() < kMaxQueued && chr_->pending_output() < kMaxPendingOutput;
 }
 
-void Monitor::chr_read(std::string_view data) {
+void Monitor::chr_read(std::string_view data, std::vector<UniqueFd> fds) {
+  if (!fds.empty()) arrived_fds_ = std::move(fds);  // replaces unclaimed ones, as QEMU does
   stream_.feed(data);
 }
 
 void Monitor::on_message(JsonStream::Message m) {
-  if (m.value && qmp_is_oob(*m.value)) {
-    // Out of band: run now, ahead of anything queued.  Commands that allow
-    // it are synchronous, so the reply is ready at once.
-    Json request = std::move(*m.value);
+  // Once the daemon is shutting down, nothing more runs.
+  if (daemon_.shutting_down()) return;
+  Request req{std::move(m), std::move(arrived_fds_)};
+  arrived_fds_.clear();
+  if (req.message.value && qmp_is_oob(*req.message.value)) {
+    // Out of band: run now, ahead of anything queued.
     asio::co_spawn(
         daemon_.io(),
-        [self = shared_from_this(), request = std::move(request)]() -> asio::awaitable<void> {
-          DispatchMode mode{!self->command_mode_, self->oob_enabled_};
-          auto reply = co_await qmp_dispatch(self->daemon_, self.get(), request, mode);
+        [self = shared_from_this(), req = std::move(req)]() mutable -> asio::awaitable<void> {
+          auto reply = co_await self->execute(req);
           if (reply) self->send(*reply);
         },
         asio::detached);
     return;
   }
-  queue_.push_back(std::move(m));
+  queue_.push_back(std::move(req));
   queue_wake_.cancel_one();
+}
+
+asio::awaitable<std::optional<Json>> Monitor::execute(Request& req) {
+  if (!req.message.value) co_return qmp_error_reply(qapi::Error(std::move(req.message.error)));
+  bool negotiation = !command_mode_;
+  // An out-of-band command may run while an in-band one waits: restore.
+  auto* outer_fds = std::exchange(current_fds_, &req.fds);
+  auto reply =
+      co_await qmp_dispatch(daemon_, this, *req.message.value, {negotiation, oob_enabled_});
+  current_fds_ = outer_fds;
+  req.fds.clear();  // descriptors the command did not claim close now
+  if (negotiation && reply && reply->contains("error") &&
+      (*reply)["error"]["class"] == "CommandNotFound") {
+    (*reply)["error"]["desc"] = "Expecting capabilities negotiation with 'qmp_capabilities'";
+  }
+  co_return reply;
 }
 
 asio::awaitable<void> Monitor::dispatch_loop() {
   auto self = shared_from_this();
+  asio::steady_timer backoff(daemon_.io());
   while (!stopped_) {
+    // Requests queued behind 'quit' are dropped, as in QEMU.
+    if (daemon_.shutting_down()) queue_.clear();
     if (queue_.empty()) {
       co_await queue_wake_.async_wait(asio::as_tuple(asio::use_awaitable));
       queue_wake_.expires_at(asio::steady_timer::time_point::max());
       continue;
     }
-    JsonStream::Message m = std::move(queue_.front());
+    if (chr_->pending_output() >= kMaxPendingOutput) {
+      // The client is not reading its replies: produce no more until it
+      // does, so that replies cannot pile up without bound.
+      backoff.expires_after(std::chrono::milliseconds(2));
+      co_await backoff.async_wait(asio::as_tuple(asio::use_awaitable));
+      continue;
+    }
+    Request req = std::move(queue_.front());
     queue_.pop_front();
     busy_ = true;
     bool was_full = queue_.size() + 1 >= kMaxQueued;
-    std::optional<Json> reply;
-    if (!m.value) {
-      reply = qmp_error_reply(qapi::Error(std::move(m.error)));
-    } else {
-      bool negotiation = !command_mode_;
-      reply = co_await qmp_dispatch(daemon_, this, *m.value, {negotiation, oob_enabled_});
-      if (negotiation && reply && reply->contains("error") &&
-          (*reply)["error"]["class"] == "CommandNotFound") {
-        (*reply)["error"]["desc"] = "Expecting capabilities negotiation with 'qmp_capabilities'";
-      }
-    }
+    std::optional<Json> reply = co_await execute(req);
     if (reply) send(*reply);
     busy_ = false;
     if (was_full) chr_->accept_input();
@@ -149,7 +168,12 @@ void Monitor::close_fd(const std::string& name) {
 }
 
 UniqueFd Monitor::take_received_fd() {
-  return chr_->take_msgfd();
+  if (!current_fds_ || current_fds_->empty()) return {};
+  // A command takes the first descriptor; the others sent with it close
+  // when it finishes.
+  UniqueFd fd = std::move(current_fds_->front());
+  current_fds_->erase(current_fds_->begin());
+  return fd;
 }
 
 }  // namespace vstord

@@ -57,19 +57,26 @@ class Monitor final : public ChardevFrontend, public std::enable_shared_from_thi
   void store_fd(const std::string& name, UniqueFd fd);
   UniqueFd take_fd(const std::string& name);
   void close_fd(const std::string& name);
-  // The descriptor that came with the command being run.
+  // A descriptor that came with the command being run (SCM_RIGHTS).
   UniqueFd take_received_fd();
 
   const std::string& chardev_id() const { return chr_->id(); }
 
   // ChardevFrontend
   void chr_event(ChrEvent event) override;
-  void chr_read(std::string_view data) override;
+  void chr_read(std::string_view data, std::vector<UniqueFd> fds) override;
   bool chr_can_read() override;
   bool chr_idle() override { return queue_.empty() && !busy_; }
 
  private:
+  // A parsed request (or parse error) and the descriptors sent with it.
+  struct Request {
+    JsonStream::Message message;
+    std::vector<UniqueFd> fds;
+  };
+
   void on_message(JsonStream::Message m);
+  boost::asio::awaitable<std::optional<qapi::Json>> execute(Request& req);
   boost::asio::awaitable<void> dispatch_loop();
   void reset_session();
 
@@ -79,7 +86,9 @@ class Monitor final : public ChardevFrontend, public std::enable_shared_from_thi
   JsonStream stream_;
   bool command_mode_ = false;
   bool oob_enabled_ = false;
-  std::deque<JsonStream::Message> queue_;
+  std::deque<Request> queue_;
+  std::vector<UniqueFd> arrived_fds_;             // not yet given to a request
+  std::vector<UniqueFd>* current_fds_ = nullptr;  // of the running command
   boost::asio::steady_timer queue_wake_;
   std::map<std::string, UniqueFd> named_fds_;
   bool stopped_ = false;

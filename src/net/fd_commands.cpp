@@ -1,6 +1,7 @@
 // Handlers for the descriptor-passing commands of qapi/misc.json.
 
 #include <cctype>
+#include <ranges>
 
 #include "daemon/daemon.hpp"
 #include "monitor/monitor.hpp"
@@ -49,8 +50,9 @@ void qmp_remove_fd(CommandContext& ctx, int64_t fdset_id, std::optional<int64_t>
 }
 
 std::vector<FdsetInfo> qmp_query_fdsets(CommandContext& ctx) {
+  // Highest id first, as QEMU lists them.
   std::vector<FdsetInfo> out;
-  for (const auto& [id, set] : ctx.daemon.fdsets().sets()) {
+  for (const auto& [id, set] : std::ranges::reverse_view(ctx.daemon.fdsets().sets())) {
     FdsetInfo info;
     info.fdset_id = id;
     for (const auto& e : set.fds) info.fds.push_back(FdsetFdInfo{e.fd.get(), e.opaque});

@@ -20,7 +20,7 @@ bool FdSets::is_fdset_path(const std::string& path) {
 
 std::pair<int64_t, int> FdSets::add(std::optional<int64_t> id, UniqueFd fd,
                                     std::optional<std::string> opaque) {
-  if (id && *id < 0) qapi::fail("parameter 'fdset-id' expects a non-negative value");
+  if (id && *id < 0) qapi::fail("Parameter 'fdset-id' expects a non-negative value");
   int64_t set_id = 0;
   if (id) {
     set_id = *id;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstddef>
 #include <cstring>
 #include <memory>
@@ -31,6 +32,12 @@ namespace {
 
 std::string errno_text(int err) {
   return std::strerror(err);
+}
+
+std::string absolute_path(const std::string& path) {
+  char buf[PATH_MAX];
+  if (!getcwd(buf, sizeof(buf))) return path;
+  return std::string(buf) + "/" + path;
 }
 
 [[noreturn]] void fail_errno(int err, std::string_view what) {
@@ -62,10 +69,10 @@ UnixAddr unix_sockaddr(const qapi::UnixSocketAddress& u) {
   a.sa.sun_family = AF_UNIX;
   bool abstract = u.abstract.value_or(false);
   bool tight = u.tight.value_or(true);
+  // A path may fill sun_path completely (no terminating NUL); an abstract
+  // name has one byte less, for the leading NUL.
   size_t max = sizeof(a.sa.sun_path) - (abstract ? 1 : 0);
-  if (u.path.size() >= max + (abstract ? 1 : 0) || (!abstract && u.path.size() >= max)) {
-    qapi::fail("UNIX socket path '{}' is too long", u.path);
-  }
+  if (u.path.size() > max) qapi::fail("UNIX socket path '{}' is too long", u.path);
   if (abstract) {
     a.sa.sun_path[0] = '\0';
     std::memcpy(a.sa.sun_path + 1, u.path.data(), u.path.size());
@@ -149,10 +156,10 @@ std::string sockaddr_host(const sockaddr* sa, socklen_t len, std::string& port) 
 sockaddr_vm vsock_sockaddr(const qapi::VsockSocketAddress& v) {
   long long cid, port;
   if (!parse_decimal(v.cid, cid) || cid < 0 || cid > UINT32_MAX) {
-    qapi::fail("Invalid CID: {}", v.cid);
+    qapi::fail("Failed to parse cid '{}'", v.cid);
   }
   if (!parse_decimal(v.port, port) || port < 0 || port > UINT32_MAX) {
-    qapi::fail("Invalid port: {}", v.port);
+    qapi::fail("Failed to parse port '{}'", v.port);
   }
   sockaddr_vm svm{};
   svm.svm_family = AF_VSOCK;
@@ -192,9 +199,6 @@ UniqueFd socket_fd_from_address(const std::string& str, const FdContext& ctx) {
     if (!parse_decimal(str, num) || num < 0 || num > INT32_MAX) {
       qapi::fail("Unable to parse FD number {}", str);
     }
-    if (fcntl(static_cast<int>(num), F_GETFD) < 0) {
-      qapi::fail("File descriptor '{}' is not open", str);
-    }
     fd = UniqueFd(static_cast<int>(num));
   }
   if (!fd_is_socket(fd.get())) {
@@ -222,7 +226,10 @@ ListeningSocket socket_listen(const SocketAddress& addr, const FdContext& ctx, i
         fail_errno(errno, fmt::format("Failed to bind socket to {}", u.path));
       }
       if (listen(fd.get(), backlog) < 0) fail_errno(errno, "Failed to listen on socket");
-      if (!u.abstract.value_or(false)) out.cleanup = u.path;
+      if (!u.abstract.value_or(false)) {
+        // Absolute, so that it is found again after --daemonize's chdir.
+        out.cleanup = u.path.starts_with('/') ? u.path : absolute_path(u.path);
+      }
       out.fd = std::move(fd);
       out.bound = addr;
       return out;
@@ -271,8 +278,7 @@ ListeningSocket socket_listen(const SocketAddress& addr, const FdContext& ctx, i
         }
         if (!numeric_port) break;
       }
-      if (in.to) fail_errno(saved, "Failed to find an available port");
-      fail_errno(saved, "Failed to bind socket");
+      fail_errno(saved, "Failed to find an available port");
     }
     case SocketAddressType::vsock: {
       sockaddr_vm svm = vsock_sockaddr(addr.get<SocketAddressType::vsock>());

@@ -1,5 +1,9 @@
 #include "qapi/visit.hpp"
 
+#include <algorithm>
+
+#include "qapi/member_order.hpp"
+
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -39,15 +43,13 @@ const Json& Input::mandatory_member(const Json& obj, const char* key) {
 
 void Input::end_struct(const Json& obj) {
   const Frame& f = stack_.back();
-  for (auto it = obj.begin(); it != obj.end(); ++it) {
-    bool used = false;
-    for (std::string_view k : f.consumed) {
-      if (k == it.key()) {
-        used = true;
-        break;
+  if (f.consumed.size() != obj.size()) {
+    // Name the first leftover member in QEMU's order, as QEMU does.
+    for (const std::string& key : vstord::qemu_leftover_order(obj)) {
+      if (std::find(f.consumed.begin(), f.consumed.end(), key) == f.consumed.end()) {
+        fail("Parameter '{}' is unexpected", full_name(key.c_str()));
       }
     }
-    if (!used) fail("Parameter '{}' is unexpected", full_name(it.key().c_str()));
   }
   stack_.pop_back();
 }

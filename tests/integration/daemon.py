@@ -7,6 +7,7 @@ on unix sockets in a private temporary directory or on loopback.
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -45,7 +46,9 @@ class Daemon:
             wait_for(lambda: os.path.exists(self.pidfile) or self.proc.poll() is not None,
                      what="pidfile")
             if self.proc.poll() is not None:
-                raise RuntimeError("daemon exited early: %s" % self.read_stderr())
+                msg = self.read_stderr()
+                self.stop()
+                raise RuntimeError("daemon exited early: %s" % msg)
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -60,6 +63,18 @@ class Daemon:
         if negotiate:
             c.negotiate(oob=oob)
         return c
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def rss_kb(self):
+        """The daemon's resident set size in KiB (from /proc)."""
+        return proc_rss_kb(self.proc.pid)
+
+    def fd_count(self):
+        """How many descriptors the daemon has open."""
+        return len(os.listdir("/proc/%d/fd" % self.proc.pid))
 
     def wait(self, timeout=10.0):
         return self.proc.wait(timeout)
@@ -76,6 +91,22 @@ class Daemon:
         if self.proc.stdout:
             self.proc.stdout.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def proc_rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS for %d" % pid)
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port that was free a moment ago on host."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def monitor_args(sock="qmp.sock", id="m0"):

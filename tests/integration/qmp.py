@@ -21,7 +21,11 @@ class QMPClient:
     def unix(cls, path, timeout=10.0):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(timeout)
-        s.connect(path)
+        try:
+            s.connect(path)
+        except BaseException:
+            s.close()
+            raise
         return cls(s, timeout)
 
     @classmethod
@@ -29,8 +33,17 @@ class QMPClient:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         s = socket.socket(family, socket.SOCK_STREAM)
         s.settimeout(timeout)
-        s.connect((host, int(port)))
+        try:
+            s.connect((host, int(port)))
+        except BaseException:
+            s.close()
+            raise
         return cls(s, timeout)
+
+    @classmethod
+    def abstract(cls, name, timeout=10.0):
+        """Connects to a unix socket in the abstract namespace."""
+        return cls.unix("\0" + name, timeout)
 
     def close(self):
         self.sock.close()
@@ -54,6 +67,42 @@ class QMPClient:
 
     def read_msg(self):
         return json.loads(self.read_line())
+
+    def read_value(self):
+        """One JSON value that may span several lines (a pretty monitor).
+
+        Returns (value, raw bytes of the value including its line ends)."""
+        dec = json.JSONDecoder()
+        while True:
+            text = self.buf.lstrip(b" \t\r\n")
+            skipped = len(self.buf) - len(text)
+            # A complete value ends with a CRLF-terminated '}' line.
+            end = text.find(b"}\r\n")
+            while end >= 0:
+                try:
+                    value, n = dec.raw_decode(text[:end + 1].decode())
+                except ValueError:
+                    end = text.find(b"}\r\n", end + 1)
+                    continue
+                if n == end + 1:
+                    raw = self.buf[:skipped + end + 3]
+                    self.buf = self.buf[skipped + end + 3:]
+                    return value, raw
+                end = text.find(b"}\r\n", end + 1)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed; pending: %r" % self.buf)
+            self.buf += chunk
+
+    def read_until(self, pred, limit=100):
+        """Reads messages until one satisfies pred; returns (it, those before)."""
+        before = []
+        for _ in range(limit):
+            msg = self.read_msg()
+            if pred(msg):
+                return msg, before
+            before.append(msg)
+        raise AssertionError("no matching message in %d: %r" % (limit, before[-5:]))
 
     def read_reply(self):
         """The next message that is not an event (events are kept)."""

@@ -47,8 +47,12 @@ TEST(SocketAddress, UnixListenConnectAndCleanup) {
 }
 
 TEST(SocketAddress, UnixPathTooLong) {
-  EXPECT_EQ(error_of([] { socket_listen(unix_addr(std::string(200, 'a')), FdContext{}); }),
-            "UNIX socket path '" + std::string(200, 'a') + "' is too long");
+  EXPECT_EQ(error_of([] { socket_listen(unix_addr(std::string(109, 'a')), FdContext{}); }),
+            "UNIX socket path '" + std::string(109, 'a') + "' is too long");
+  SocketAddress abstract = unix_addr(std::string(108, 'a'));
+  abstract.get<SocketAddressType::q_unix>().abstract = true;
+  EXPECT_EQ(error_of([&] { socket_listen(abstract, FdContext{}); }),
+            "UNIX socket path '" + std::string(108, 'a') + "' is too long");
 }
 
 TEST(SocketAddress, AbstractUnix) {
@@ -77,6 +81,13 @@ TEST(SocketAddress, InetPortRangeSkipsBusyPort) {
   try {
     ListeningSocket second = socket_listen(range, FdContext{});
     EXPECT_EQ(second.bound.get<SocketAddressType::inet>().port, std::to_string(port + 1));
+  } catch (const qapi::Error& e) {
+    EXPECT_STREQ(e.what(), "Failed to find an available port: Address already in use");
+  }
+  ListeningSocket busy = socket_listen(inet_addr("127.0.0.1", "0"), FdContext{});
+  try {
+    socket_listen(inet_addr("127.0.0.1", busy.bound.get<SocketAddressType::inet>().port),
+                  FdContext{});
   } catch (const qapi::Error& e) {
     EXPECT_STREQ(e.what(), "Failed to find an available port: Address already in use");
   }
@@ -127,7 +138,7 @@ TEST(SocketAddress, VsockWithoutKernelSupportIsAClearError) {
               e.starts_with("Failed to bind socket: "))
       << e;
   v.cid = "x";
-  EXPECT_EQ(error_of([&] { socket_listen(a, FdContext{}); }), "Invalid CID: x");
+  EXPECT_EQ(error_of([&] { socket_listen(a, FdContext{}); }), "Failed to parse cid 'x'");
 }
 
 }  // namespace

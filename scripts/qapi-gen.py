@@ -67,7 +67,11 @@ def main() -> int:
         if args.doc:
             write_if_changed(args.doc, gen_doc(schema))
     except QAPIError as e:
-        print(f"{sys.argv[0]}: {e}", file=sys.stderr)
+        # One line: 'file:line: In <meta> '<name>': message'.
+        print(e, file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"{sys.argv[0]}: can't write '{e.filename}': {e.strerror}", file=sys.stderr)
         return 1
     return 0
 

@@ -338,7 +338,10 @@ class CommandsGen:
              "// owns the command; the generated marshaller calls it with typed\n"
              "// arguments and turns its result into the reply.\n"]
         for cmd in self.commands:
-            params = ["CommandContext& ctx"] + [f"{t} {n}" for t, n in _handler_params(cmd)]
+            # The context parameter must not take an argument's name.
+            args = _handler_params(cmd)
+            ctx = "q_ctx" if any(n == "ctx" for _, n in args) else "ctx"
+            params = [f"CommandContext& {ctx}"] + [f"{t} {n}" for t, n in args]
             if not cmd.gen:
                 o.append(f"Json qmp_marshal_{c_name(cmd.name)}(CommandContext& ctx, const Json& args);\n")
                 continue
@@ -444,10 +447,13 @@ class EventsGen:
                 o.append(f"  emit_event(\"{ev.name}\", marshal(arg));\n")
             else:
                 at = ev.arg_type
-                o.append(f"  {at.c_name} data;\n")
+                # The parameters are named after the members: the local must
+                # not take one's name ('q_' is reserved to the generator).
+                data = "q_data" if any(m.c_name == "data" for m in at.members) else "data"
+                o.append(f"  {at.c_name} {data};\n")
                 for m in at.members:
-                    o.append(f"  data.{m.c_name} = std::move({m.c_name});\n")
-                o.append(f"  emit_event(\"{ev.name}\", marshal(data));\n")
+                    o.append(f"  {data}.{m.c_name} = std::move({m.c_name});\n")
+                o.append(f"  emit_event(\"{ev.name}\", marshal({data}));\n")
             o.append("}\n\n")
         o.append("}  // namespace qapi\n")
         return "".join(o)

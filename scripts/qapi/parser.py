@@ -50,6 +50,7 @@ class SourceInfo:
 class DocSection:
     name: str  # '' for free text, 'Since', 'Returns', 'Example', ...
     text: str = ""
+    line: int = 0
 
 
 @dataclass
@@ -62,6 +63,11 @@ class Doc:
     args: dict[str, str] = field(default_factory=dict)
     features: dict[str, str] = field(default_factory=dict)
     sections: list[DocSection] = field(default_factory=list)
+    # Where each '@name:' line is, for errors.
+    arg_lines: dict[str, int] = field(default_factory=dict)
+    feature_lines: dict[str, int] = field(default_factory=dict)
+    # (line, message) of errors reported once the definition is known.
+    errors: list[tuple[int, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -94,6 +100,9 @@ class SchemaParser:
                 self.src = f.read()
         except OSError as e:
             raise QAPIError(incl_info, f"can't read file '{fname}': {e.strerror}")
+        except UnicodeDecodeError as e:
+            raise QAPIError(incl_info, f"can't read file '{fname}': not valid UTF-8 "
+                            f"(byte {e.start})")
         if not self.src.endswith("\n"):
             self.src += "\n"
         self.pos = 0
@@ -106,6 +115,10 @@ class SchemaParser:
 
     # ---- lexer -------------------------------------------------------
     def _error(self, msg: str) -> QAPIError:
+        if self.tok is None:
+            # The source always ends in a newline: point at the last line.
+            return QAPIError(SourceInfo(self.fname, self.line - 1),
+                             f"{msg}, but reached the end of the file")
         col = self.pos - self.line_start
         return QAPIError(SourceInfo(self.fname, self.line), f"{msg} (column {col})")
 
@@ -137,6 +150,8 @@ class SchemaParser:
                     if ch == "\\":
                         ch = self.src[self.pos]
                         self.pos += 1
+                        if ch == "\n":
+                            raise self._error("missing terminating \"'\"")
                         if ch not in "\\'\"":
                             raise self._error(f"unknown escape \\{ch}")
                     elif ch == "'":
@@ -158,6 +173,8 @@ class SchemaParser:
                 continue
             if self.tok.isspace():
                 continue
+            if self.tok == '"':
+                raise self._error("strings must be in single quotes, not double quotes")
             m = re.match(r"[^\[\]{}:,\s']+", self.src[self.pos - 1:])
             raise self._error(f"stray '{m.group(0) if m else self.tok}'")
 
@@ -224,26 +241,28 @@ class SchemaParser:
             info = SourceInfo(self.fname, self.line)
             if self.tok == "#":
                 if self.val == "##":
+                    _check_doc_followed(pending_doc)
                     doc = self._get_doc(info)
                     self.docs.append(doc)
-                    if doc.symbol is not None:
-                        pending_doc = doc
+                    pending_doc = doc if doc.symbol is not None else None
                     continue
                 self._accept(skip_comment=False)
                 continue
+            if self.tok in ("[", "'", "b"):
+                raise self._error("top-level expression must be an object")
             if self.tok != "{":
-                raise self._error("expected '{'")
+                raise self._error(f"expected '{{' but got '{self.tok}'")
             expr = self._get_members_top()
-            if not isinstance(expr, dict):
-                raise QAPIError(info, "top-level expression must be an object")
             if "include" in expr:
+                _check_doc_followed(pending_doc)
                 self._include(expr, info)
-                pending_doc = None
             elif "pragma" in expr:
+                _check_doc_followed(pending_doc)
                 self._pragma(expr, info)
             else:
                 self.exprs.append(Expr(expr, info, pending_doc))
-                pending_doc = None
+            pending_doc = None
+        _check_doc_followed(pending_doc)
 
     def _get_members_top(self) -> dict[str, Any]:
         return self._get_members(top=True)
@@ -269,22 +288,28 @@ class SchemaParser:
             return doc
         first = lines[0][1]
         if first.startswith("@"):
-            if not first.endswith(":"):
+            if not re.fullmatch(r"@[^:\s]+:", first):
                 raise QAPIError(info.at(lines[0][0]),
-                                f"line should end with ':'")
+                                "the first line of a definition's documentation "
+                                "must be '@NAME:' alone")
             doc.symbol = first[1:-1]
             lines = lines[1:]
         target: tuple[str, str] = ("body", "")
         chunks: dict[tuple[str, str], list[str]] = {("body", ""): []}
         order: list[tuple[str, str]] = [("body", "")]
+        section_lines: dict[tuple[str, str], int] = {}
         in_features = False
-        for _, text in lines:
+        for lineno, text in lines:
             m = re.match(r"^@([^:\s]+):\s?(.*)$", text)
             if m and not text.startswith("  "):
                 kind = "feature" if in_features else "arg"
                 target = (kind, m.group(1))
+                if target in chunks:
+                    what = "feature" if in_features else "member"
+                    doc.errors.append((lineno, f"{what} '{m.group(1)}' is documented twice"))
                 chunks[target] = [m.group(2)]
                 order.append(target)
+                (doc.feature_lines if in_features else doc.arg_lines)[m.group(1)] = lineno
                 continue
             if text.strip() == "Features:":
                 in_features = True
@@ -292,9 +317,14 @@ class SchemaParser:
             s = SECTION_RE.match(text)
             if s:
                 in_features = False
-                target = ("section", f"{s.group(1)}#{len(order)}")
+                name = s.group(1)
+                if name in ("Returns", "Errors", "Since") and \
+                        any(k[1].split("#")[0] == name for k in section_lines):
+                    doc.errors.append((lineno, f"duplicated '{name}' section"))
+                target = ("section", f"{name}#{len(order)}")
                 chunks[target] = [s.group(2)] if s.group(2) else []
                 order.append(target)
+                section_lines[target] = lineno
                 continue
             chunks[target].append(text)
         for key in order:
@@ -307,14 +337,21 @@ class SchemaParser:
             elif kind == "feature":
                 doc.features[name] = _unindent(body)
             else:
-                doc.sections.append(DocSection(name.split("#")[0], body))
+                doc.sections.append(DocSection(name.split("#")[0], body,
+                                               section_lines[key]))
+        if doc.symbol is None and doc.errors:
+            # Nothing to wait for: free-form documentation is complete.
+            line, msg = doc.errors[0]
+            raise QAPIError(info.at(line), msg)
         return doc
 
     def _include(self, expr: dict[str, Any], info: SourceInfo) -> None:
         incl = expr["include"]
-        if len(expr) != 1 or not isinstance(incl, str):
-            raise QAPIError(info, "invalid 'include' directive")
-        path = os.path.join(os.path.dirname(self.fname), incl)
+        if len(expr) != 1:
+            raise QAPIError(info, "'include' directive takes no other keys")
+        if not isinstance(incl, str):
+            raise QAPIError(info, "value of 'include' must be a string")
+        path = os.path.normpath(os.path.join(os.path.dirname(self.fname), incl))
         if os.path.abspath(path) in self.seen:
             return
         sub = SchemaParser(path, self.seen, info)
@@ -325,7 +362,9 @@ class SchemaParser:
 
     def _pragma(self, expr: dict[str, Any], info: SourceInfo) -> None:
         pragma = expr["pragma"]
-        if len(expr) != 1 or not isinstance(pragma, dict):
+        if len(expr) != 1:
+            raise QAPIError(info, "'pragma' directive takes no other keys")
+        if not isinstance(pragma, dict):
             raise QAPIError(info, "value of 'pragma' must be an object")
         for name, value in pragma.items():
             if name in ("doc-required",):
@@ -334,10 +373,17 @@ class SchemaParser:
             elif name in ("command-name-exceptions", "command-returns-exceptions",
                           "member-name-exceptions"):
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    raise QAPIError(info, f"pragma {name} must be a list of strings")
+                    raise QAPIError(info, f"pragma '{name}' must be a list of strings")
             else:
                 raise QAPIError(info, f"unknown pragma '{name}'")
             self.pragma[name] = value
+
+
+def _check_doc_followed(doc: Optional[Doc]) -> None:
+    """A '@symbol:' doc block must come right before the symbol's definition."""
+    if doc is not None:
+        raise QAPIError(doc.info, f"documentation for '{doc.symbol}' "
+                        "is not followed by the definition")
 
 
 def _unindent(text: str) -> str:

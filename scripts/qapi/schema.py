@@ -8,7 +8,12 @@ the finished model.
 'if' conditions are evaluated here against the configuration symbols the
 build defines: a definition, member, branch or enum value whose condition is
 false does not exist for the back ends, exactly as if QEMU's generated #if
-had compiled it out.
+had compiled it out.  Whether a schema is valid does not depend on them:
+check_expr() and the checks of references and doc comments look at every
+definition, member, branch, value and feature, whatever its condition.
+
+Every error is a QAPIError naming file, line and definition; the tests in
+tests/qapi/ hold one bad schema per error.
 """
 
 from __future__ import annotations
@@ -275,6 +280,8 @@ class Variant:
     type_name: str
     info: SourceInfo
     type: Optional[Type] = None
+    # A simple union's branch type, which type_name's wrapper holds.
+    wrapped: Optional[str] = None
 
     @property
     def c_name(self) -> str:
@@ -440,7 +447,7 @@ def check_features(raw: Any, info: SourceInfo, ctx: str = "") -> None:
                 if key not in ("name", "if"):
                     raise QAPIError(info, f"{where}feature '{name}' has unexpected "
                                     f"key '{key}'")
-            _check_if_opt(f.get("if"), info, f"{where}feature '{name}'".rstrip(": "))
+            _check_if_opt(f.get("if"), info, f"{where}feature '{name}'")
         else:
             raise QAPIError(info, f"{where}'features' members must be strings or "
                             "objects with 'name'")
@@ -620,6 +627,9 @@ def check_expr(e: Expr, pragma: dict[str, Any]) -> None:
     check_keys(expr, info, meta)
     if doc is not None and doc.symbol != name:
         raise QAPIError(doc.info, f"documentation comment is for '{doc.symbol}'")
+    if doc is not None and doc.errors:
+        line, msg = doc.errors[0]
+        raise QAPIError(doc.info.at(line), msg)
     if doc is None and pragma.get("doc-required"):
         raise QAPIError(info, "documentation comment required")
     _check_if_opt(expr.get("if"), info)
@@ -703,11 +713,14 @@ class Schema:
         self.entities: dict[str, Entity] = {}
         self.order: list[Entity] = []
         self.arrays: dict[str, ArrayType] = {}
-        # Every definition by name, whatever its condition: for doc checks.
+        # Every definition by name, whatever its condition: for the checks
+        # that do not depend on the configuration.
         self.raw: dict[str, list[Expr]] = {}
         for e in exprs:
             check_expr(e, pragma)
             self.raw.setdefault(e.info.defn_name or "", []).append(e)
+        for e in exprs:
+            self._check_raw_refs(e)
         for name, spec in BUILTINS.items():
             self._define(BuiltinType(name, spec), None)
         self._define(EnumType("QType", None, None, [], [
@@ -717,6 +730,16 @@ class Schema:
             self._define_expr(e)
         self._resolve()
 
+    def _check_raw_refs(self, e: Expr) -> None:
+        """Every type a definition names must be defined, whatever the
+        conditions: in some configuration, the definition is in the build.
+        (Whether the name is a type, and one that fits, is checked once the
+        entities exist.)"""
+        for what, ref in _raw_type_refs(e):
+            name = ref if isinstance(ref, str) else ref[0]
+            if name not in BUILTINS and name != "QType" and name not in self.raw:
+                raise QAPIError(e.info, f"{what} uses unknown type '{name}'")
+
     # -- definition -------------------------------------------------------
     def lookup(self, name: str) -> Optional[Entity]:
         return self.entities.get(name)
@@ -725,8 +748,7 @@ class Schema:
         if ent.name in self.entities:
             other = self.entities[ent.name]
             if other.info is None:
-                raise QAPIError(info, f"'{ent.name}' is already defined as "
-                                + _describe(other).rsplit(" '", 1)[0])
+                raise QAPIError(info, f"'{ent.name}' is a built-in type")
             where = f" at {other.info.fname}:{other.info.line}"
             raise QAPIError(info, f"'{ent.name}' is already defined{where}"
                             if other.meta == ent.meta else
@@ -841,7 +863,7 @@ class Schema:
                 if wrapper not in self.entities:
                     self._define(ObjectType(wrapper, info, None, [], None,
                                             [Member("data", tname, False, info)]), info)
-                variants.append(Variant(key, wrapper, info))
+                variants.append(Variant(key, wrapper, info, wrapped=tname))
             base_name = f"q_obj_{name}-base"
             self._define(ObjectType(base_name, info, None, [], None,
                                     [Member("type", kind, False, info)]), info)
@@ -885,6 +907,9 @@ class Schema:
                 self.arrays[elem] = arr
             return self.arrays[elem]
         ent = self.entities.get(tname)
+        if ent is None and tname in self.raw:
+            raise QAPIError(info, f"{what} uses '{tname}', which its 'if' condition "
+                            "leaves out of this configuration")
         if ent is None:
             raise QAPIError(info, f"{what} uses unknown type '{tname}'")
         if not isinstance(ent, Type):
@@ -892,6 +917,13 @@ class Schema:
         return ent
 
     def _resolve(self) -> None:
+        # A simple union's branch types: name the branch, not the wrapper,
+        # in errors.
+        for ent in list(self.order):
+            if isinstance(ent, ObjectType) and ent.variants is not None:
+                for var in ent.variants.variants:
+                    if var.wrapped is not None:
+                        self.resolve_type(var.wrapped, var.info, f"branch '{var.name}'")
         for ent in list(self.order):
             if isinstance(ent, ObjectType):
                 self._check_object(ent)
@@ -1056,7 +1088,7 @@ class Schema:
                 cycle = cycle[start:] + cycle[:start]
                 head = cycle[0][0]
                 steps = [label for ty, label in cycle if not ty.is_implicit()]
-                raise QAPIError(head.info, f"{head.meta} '{head.name}' contains itself: "
+                raise QAPIError(head.info, "the type contains itself by value: "
                                 + " -> ".join(steps + [head.name])
                                 + "; recursion needs an array or an alternate")
             for label, dep in edges(t):
@@ -1147,6 +1179,42 @@ class Schema:
 
     def events(self) -> list[Event]:
         return [e for e in self.order if isinstance(e, Event)]
+
+
+def _raw_type_refs(e: Expr) -> list[tuple[str, Any]]:
+    """(context, type reference) of every type a checked definition names."""
+    expr, meta = e.expr, e.info.defn_meta
+
+    def members(data: Any) -> list[tuple[str, Any]]:
+        out = []
+        for key, val in data.items():
+            val = val["type"] if isinstance(val, dict) else val
+            out.append((f"member '{key.lstrip('*')}'", val))
+        return out
+
+    def branches(data: dict[str, Any]) -> list[tuple[str, Any]]:
+        return [(f"branch '{key}'", val["type"] if isinstance(val, dict) else val)
+                for key, val in data.items()]
+
+    refs: list[tuple[str, Any]] = []
+    base = expr.get("base")
+    if isinstance(base, dict):
+        refs += members(base)
+    elif base is not None:
+        refs.append(("'base'", base))
+    data = expr.get("data")
+    if meta == "struct":
+        refs += members(data)
+    elif meta in ("union", "alternate"):
+        refs += branches(data)
+    elif meta in ("command", "event"):
+        if isinstance(data, dict):
+            refs += members(data)
+        elif data is not None:
+            refs.append(("'data'", data))
+        if "returns" in expr:
+            refs.append(("'returns'", expr["returns"]))
+    return refs
 
 
 def _raw_feature_names(raw: Any) -> list[str]:

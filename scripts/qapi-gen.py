@@ -47,6 +47,10 @@ def main() -> int:
                     help="configuration symbol that 'if' conditions may test")
     ap.add_argument("--doc", help="also write the Markdown QMP reference here")
     ap.add_argument("--check", action="store_true", help="only check the schema")
+    ap.add_argument("--namespace", default="qapi",
+                    help="C++ namespace of the generated code (default: qapi)")
+    ap.add_argument("--prefix", default="",
+                    help="prefix for the output file names (e.g. 'test-')")
     args = ap.parse_args()
     try:
         schema = load(args.schema, set(args.define))
@@ -54,16 +58,21 @@ def main() -> int:
             return 0
         os.makedirs(args.output_dir, exist_ok=True)
         out = args.output_dir
-        types = TypesGen(schema)
-        write_if_changed(os.path.join(out, "qapi-types.hpp"), types.header())
-        write_if_changed(os.path.join(out, "qapi-types.cpp"), types.source("qapi-types.hpp"))
-        cmds = CommandsGen(schema)
-        write_if_changed(os.path.join(out, "qapi-commands.hpp"), cmds.header("qapi-types.hpp"))
-        write_if_changed(os.path.join(out, "qapi-commands.cpp"), cmds.source("qapi-commands.hpp"))
-        events = EventsGen(schema)
-        write_if_changed(os.path.join(out, "qapi-events.hpp"), events.header("qapi-types.hpp"))
-        write_if_changed(os.path.join(out, "qapi-events.cpp"), events.source("qapi-events.hpp"))
-        write_if_changed(os.path.join(out, "qapi-introspect.cpp"), gen_introspect_cpp(schema))
+        ns, pre = args.namespace, args.prefix
+
+        def write(name: str, text: str) -> None:
+            write_if_changed(os.path.join(out, pre + name), text)
+
+        types = TypesGen(schema, ns)
+        write("qapi-types.hpp", types.header())
+        write("qapi-types.cpp", types.source(pre + "qapi-types.hpp"))
+        cmds = CommandsGen(schema, ns)
+        write("qapi-commands.hpp", cmds.header(pre + "qapi-types.hpp"))
+        write("qapi-commands.cpp", cmds.source(pre + "qapi-commands.hpp"))
+        events = EventsGen(schema, ns)
+        write("qapi-events.hpp", events.header(pre + "qapi-types.hpp"))
+        write("qapi-events.cpp", events.source(pre + "qapi-events.hpp"))
+        write("qapi-introspect.cpp", gen_introspect_cpp(schema, ns))
         if args.doc:
             write_if_changed(args.doc, gen_doc(schema))
     except QAPIError as e:

@@ -11,6 +11,20 @@ BANNER = """// Generated from the QAPI schema by scripts/qapi-gen.py; do not edi
 """
 
 
+def ns_open(ns: str) -> str:
+    """Opens the namespace generated code lives in.  The daemon's schema
+    generates into 'qapi', beside the runtime; another schema (the tests')
+    generates into its own namespace and sees the runtime through using."""
+    if ns == "qapi":
+        return "namespace qapi {\n"
+    return (f"namespace {ns} {{\nusing namespace ::qapi;\n"
+            "using ::qapi::marshal;  // overloads for built-in types join ours\n")
+
+
+def ns_close(ns: str) -> str:
+    return f"}}  // namespace {ns}\n"
+
+
 def cxx_type(t: Type) -> str:
     if isinstance(t, BuiltinType):
         return t.spec.cxx
@@ -43,7 +57,8 @@ def member_cxx_type(m: Member) -> str:
 # ------------------------------------------------------------------ types
 
 class TypesGen:
-    def __init__(self, schema: Schema):
+    def __init__(self, schema: Schema, ns: str = "qapi"):
+        self.ns = ns
         self.schema = schema
         self.enums = [t for t in schema.types() if isinstance(t, EnumType)]
         self.objects = [t for t in schema.types()
@@ -88,9 +103,15 @@ class TypesGen:
         o = [BANNER, "#pragma once\n",
              "#include <cstdint>\n#include <optional>\n#include <string>\n"
              "#include <variant>\n#include <vector>\n",
-             '#include "qapi/visit.hpp"\n', "namespace qapi {\n"]
+             '#include "qapi/visit.hpp"\n', ns_open(self.ns)]
         for e in self.enums:
             o.append(self._enum_decl(e))
+        if self.ns != "qapi":
+            # EnumTraits must be specialised in the runtime's namespace.
+            o.append(ns_close(self.ns) + "namespace qapi {\n")
+            for e in self.enums:
+                o.append(self._enum_traits(f"::{self.ns}::{e.c_name}", [v.name for v in e.values]))
+            o.append("}  // namespace qapi\n" + ns_open(self.ns))
         for t in self.objects:
             o.append(f"struct {t.c_name};\n")
         o.append("\n")
@@ -108,7 +129,7 @@ class TypesGen:
                          f"{t.c_name}& out);\n")
                 o.append(f"void marshal_members(const {t.c_name}& v, Json& out);\n")
             o.append(f"Json marshal(const {t.c_name}& v);\n")
-        o.append("\n}  // namespace qapi\n")
+        o.append("\n" + ns_close(self.ns))
         return "".join(o)
 
     def _enum_traits(self, cname: str, names: list[str]) -> str:
@@ -119,8 +140,10 @@ class TypesGen:
 
     def _enum_decl(self, e: EnumType) -> str:
         vals = ", ".join(v.c_name for v in e.values)
-        return (self._doc_comment(e) + f"enum class {e.c_name} {{ {vals} }};\n"
-                + self._enum_traits(e.c_name, [v.name for v in e.values]) + "\n")
+        decl = self._doc_comment(e) + f"enum class {e.c_name} {{ {vals} }};\n"
+        if self.ns != "qapi":
+            return decl + "\n"
+        return decl + self._enum_traits(e.c_name, [v.name for v in e.values]) + "\n"
 
     def _doc_comment(self, t) -> str:
         if t.doc is None or not t.doc.body:
@@ -186,13 +209,13 @@ class TypesGen:
 
     # -- implementation ----------------------------------------------------
     def source(self, header_name: str) -> str:
-        o = [BANNER, f'#include "{header_name}"\n\n', "namespace qapi {\n\n"]
+        o = [BANNER, f'#include "{header_name}"\n\n', ns_open(self.ns) + "\n"]
         for t in self.objects:
             if isinstance(t, ObjectType):
                 o.append(self._object_impl(t))
             else:
                 o.append(self._alternate_impl(t))
-        o.append("}  // namespace qapi\n")
+        o.append(ns_close(self.ns))
         return "".join(o)
 
     def _visit_member(self, m: Member, target: str) -> str:
@@ -327,13 +350,14 @@ def _ret_cxx(cmd: Command) -> str:
 
 
 class CommandsGen:
-    def __init__(self, schema: Schema):
+    def __init__(self, schema: Schema, ns: str = "qapi"):
+        self.ns = ns
         self.schema = schema
         self.commands = schema.commands()
 
     def header(self, types_header: str) -> str:
         o = [BANNER, "#pragma once\n\n", f'#include "{types_header}"\n',
-             '#include "qapi/dispatch.hpp"\n\n', "namespace qapi {\n\n",
+             '#include "qapi/dispatch.hpp"\n\n', ns_open(self.ns) + "\n",
              "// Command handlers.  Each is written by hand in the subsystem that\n"
              "// owns the command; the generated marshaller calls it with typed\n"
              "// arguments and turns its result into the reply.\n"]
@@ -351,11 +375,11 @@ class CommandsGen:
             o.append(f"{ret} qmp_{c_name(cmd.name)}({', '.join(params)});\n")
         o.append("\n// Every command in the schema, in schema order.\n"
                  "const std::vector<CommandDef>& qmp_command_table();\n\n"
-                 "}  // namespace qapi\n")
+                 + ns_close(self.ns))
         return "".join(o)
 
     def source(self, header: str) -> str:
-        o = [BANNER, f'#include "{header}"\n\n', "namespace qapi {\nnamespace {\n\n"]
+        o = [BANNER, f'#include "{header}"\n\n', ns_open(self.ns) + "namespace {\n\n"]
         for cmd in self.commands:
             if cmd.gen:
                 o.append(self._marshal(cmd))
@@ -378,7 +402,7 @@ class CommandsGen:
                 flags.append("kUnstable")
             flag_expr = " | ".join(f"CommandDef::{f}" for f in flags) or "0"
             o.append(f"      {{\"{cmd.name}\", {sync}, {coro}, {flag_expr}}},\n")
-        o.append("  };\n  return table;\n}\n\n}  // namespace qapi\n")
+        o.append("  };\n  return table;\n}\n\n" + ns_close(self.ns))
         return "".join(o)
 
     def _marshal(self, cmd: Command) -> str:
@@ -415,7 +439,8 @@ class CommandsGen:
 # ------------------------------------------------------------------ events
 
 class EventsGen:
-    def __init__(self, schema: Schema):
+    def __init__(self, schema: Schema, ns: str = "qapi"):
+        self.ns = ns
         self.events = schema.events()
 
     def _params(self, ev: Event) -> list[tuple[str, str]]:
@@ -427,17 +452,17 @@ class EventsGen:
 
     def header(self, types_header: str) -> str:
         o = [BANNER, "#pragma once\n\n", f'#include "{types_header}"\n',
-             '#include "qapi/event.hpp"\n\n', "namespace qapi {\n\n",
+             '#include "qapi/event.hpp"\n\n', ns_open(self.ns) + "\n",
              "// Typed event emitters: each builds the event's data and hands it to\n"
              "// the broadcaster installed with set_event_sink().\n"]
         for ev in self.events:
             params = ", ".join(f"{t} {n}" for t, n in self._params(ev))
             o.append(f"void qapi_event_send_{c_name(ev.name).lower()}({params});\n")
-        o.append("\n}  // namespace qapi\n")
+        o.append("\n" + ns_close(self.ns))
         return "".join(o)
 
     def source(self, header: str) -> str:
-        o = [BANNER, f'#include "{header}"\n\n', "namespace qapi {\n\n"]
+        o = [BANNER, f'#include "{header}"\n\n', ns_open(self.ns) + "\n"]
         for ev in self.events:
             params = ", ".join(f"{t} {n}" for t, n in self._params(ev))
             o.append(f"void qapi_event_send_{c_name(ev.name).lower()}({params}) {{\n")
@@ -455,5 +480,5 @@ class EventsGen:
                     o.append(f"  {data}.{m.c_name} = std::move({m.c_name});\n")
                 o.append(f"  emit_event(\"{ev.name}\", marshal({data}));\n")
             o.append("}\n\n")
-        o.append("}  // namespace qapi\n")
+        o.append(ns_close(self.ns))
         return "".join(o)

@@ -122,7 +122,7 @@ class IntrospectGen:
                        t.features)
 
 
-def gen_introspect_cpp(schema: Schema) -> str:
+def gen_introspect_cpp(schema: Schema, ns: str = "qapi") -> str:
     trees = IntrospectGen(schema).build()
     text = json.dumps(trees, separators=(",", ":"))
     # Split the literal into pieces: compilers limit one string literal's length.
@@ -130,7 +130,7 @@ def gen_introspect_cpp(schema: Schema) -> str:
     lits = "\n".join(f'R"qapi({p})qapi"' for p in pieces)
     return ("// Generated from the QAPI schema by scripts/qapi-gen.py; do not edit.\n"
             '#include "qapi/introspect.hpp"\n\n'
-            "namespace qapi {\n\n"
-            "const Json& qmp_schema_introspection() {\n"
-            f"  static const Json schema = Json::parse(std::string_view(\n{lits}));\n"
-            "  return schema;\n}\n\n}  // namespace qapi\n")
+            f"namespace {ns} {{\n\n"
+            "const qapi::Json& qmp_schema_introspection() {\n"
+            f"  static const qapi::Json schema = qapi::Json::parse(std::string_view(\n{lits}));\n"
+            f"  return schema;\n}}\n\n}}  // namespace {ns}\n")

@@ -35,6 +35,13 @@ std::shared_ptr<Chardev> ChardevRegistry::find(const std::string& id) const {
   return it == chardevs_.end() ? nullptr : it->second;
 }
 
+void ChardevRegistry::remove(const std::string& id) {
+  auto it = chardevs_.find(id);
+  if (it == chardevs_.end()) return;
+  it->second->close();
+  chardevs_.erase(it);
+}
+
 void ChardevRegistry::close_all() {
   for (auto& [id, chr] : chardevs_) chr->close();
 }

@@ -97,6 +97,8 @@ class ChardevRegistry {
   void add(std::shared_ptr<Chardev> chr);
   std::shared_ptr<Chardev> find(const std::string& id) const;
   bool contains(const std::string& id) const { return chardevs_.contains(id); }
+  // Closes the device and forgets it.
+  void remove(const std::string& id);
   const std::map<std::string, std::shared_ptr<Chardev>>& all() const { return chardevs_; }
   void close_all();
 

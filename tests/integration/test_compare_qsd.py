@@ -81,6 +81,23 @@ COMMANDS = [
     ("unterminated string", b'{"execute":"abc\n{"execute":"query-version","id":"nl"}'),
     ("several per write", b'{"execute":"query-version","id":"a"}{"execute":"query-version","id":"b"}'),
     ("pretty input", b'{\n  "execute": "query-version",\n  "id": "p"\n}\n'),
+    # Character devices (socket backend).
+    ("chardev-add", b'{"execute":"chardev-add","arguments":{"id":"c1","backend":{"type":"socket",'
+                    b'"data":{"addr":{"type":"unix","data":{"path":"@DIR@/c1.sock"}},"wait":false}}}}'),
+    ("chardev-add duplicate", b'{"execute":"chardev-add","arguments":{"id":"c1","backend":'
+                              b'{"type":"socket","data":{"addr":{"type":"unix","data":{"path":"@DIR@/c2.sock"}}}}}}'),
+    ("chardev-add bind error", b'{"execute":"chardev-add","arguments":{"id":"c3","backend":'
+                               b'{"type":"socket","data":{"addr":{"type":"unix","data":{"path":"/nonexistent/s"}}}}}}'),
+    ("chardev-add connect error", b'{"execute":"chardev-add","arguments":{"id":"c3","backend":'
+                                  b'{"type":"socket","data":{"addr":{"type":"unix","data":{"path":"@DIR@/none.sock"}},"server":false}}}}'),
+    ("chardev-add missing member", b'{"execute":"chardev-add","arguments":{"id":"c3","backend":'
+                                   b'{"type":"socket","data":{"addr":{"type":"unix","data":{}}}}}}'),
+    ("chardev-add bad type", b'{"execute":"chardev-add","arguments":{"id":"c3","backend":{"type":"x","data":{}}}}'),
+    ("query-chardev", b'{"execute":"query-chardev"}'),
+    ("chardev-remove busy", b'{"execute":"chardev-remove","arguments":{"id":"m0"}}'),
+    ("chardev-remove unknown", b'{"execute":"chardev-remove","arguments":{"id":"nope"}}'),
+    ("chardev-remove", b'{"execute":"chardev-remove","arguments":{"id":"c1"}}'),
+    ("query-chardev after remove", b'{"execute":"query-chardev"}'),
     ("unicode id", '{"execute":"query-version","id":"\u00e9\u20ac\U0001F600"}'.encode()),
     ("escaped unicode id", b'{"execute":"query-version","id":"\\u00e9\\ud83d\\ude00"}'),
 ]
@@ -123,8 +140,10 @@ class Transcript:
         return lines
 
     def step(self, data):
-        self.client.send_raw(data)
-        return self.collect()
+        # Paths in steps name the daemon's own directory as @DIR@.
+        d = self.daemon.dir.encode()
+        self.client.send_raw(data.replace(b"@DIR@", d))
+        return [line.replace(d, b"@DIR@") for line in self.collect()]
 
     def close(self):
         self.client.close()

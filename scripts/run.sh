@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cmake --preset release >/dev/null
-cmake --build --preset release >/dev/null
+cmake --build --preset release
 dir=${XDG_RUNTIME_DIR:-/tmp}/vstord-$(id -u)
 mkdir -p "$dir"
 sock=${QMP_SOCKET:-$dir/qmp.sock}

@@ -588,7 +588,7 @@ void write_value(std::string& out, const Json& v, bool pretty, int level) {
     case Json::value_t::object: {
       out.push_back('{');
       bool first = true;
-      for (const std::string& key : qemu_member_order(v)) {
+      for (const std::string& key : qapi::qemu_member_order(v)) {
         out += first ? "" : (pretty ? "," : ", ");
         first = false;
         newline(level + 1);

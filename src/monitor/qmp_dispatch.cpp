@@ -30,7 +30,7 @@ namespace {
 // Returns the command name; sets 'oob' when it came as 'exec-oob'.
 std::string check_envelope(const Json& request, bool oob_enabled, bool& oob) {
   const char* exec_key = nullptr;
-  for (const std::string& key : qemu_member_order(request)) {
+  for (const std::string& key : qapi::qemu_member_order(request)) {
     const Json& v = request[key];
     if (key == "execute" || (key == "exec-oob" && oob_enabled)) {
       if (!v.is_string()) qapi::fail("QMP input member '{}' must be a string", key);

@@ -3,9 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 
-namespace vstord {
-
-using qapi::Json;
+namespace qapi {
 
 namespace {
 
@@ -69,4 +67,4 @@ std::vector<std::string> qemu_member_order(const Json& object) {
   return out;
 }
 
-}  // namespace vstord
+}  // namespace qapi

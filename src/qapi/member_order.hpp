@@ -10,13 +10,13 @@
 
 #include "qapi/visit.hpp"
 
-namespace vstord {
+namespace qapi {
 
-std::vector<std::string> qemu_member_order(const qapi::Json& object);
+std::vector<std::string> qemu_member_order(const Json& object);
 
 // The order in which QEMU's input visitor looks for members a struct did
 // not consume: a GLib hash table filled in QDict order.  Exact for up to
 // seven keys (the table's first size); beyond that, QDict order.
-std::vector<std::string> qemu_leftover_order(const qapi::Json& object);
+std::vector<std::string> qemu_leftover_order(const Json& object);
 
-}  // namespace vstord
+}  // namespace qapi

@@ -45,7 +45,7 @@ void Input::end_struct(const Json& obj) {
   const Frame& f = stack_.back();
   if (f.consumed.size() != obj.size()) {
     // Name the first leftover member in QEMU's order, as QEMU does.
-    for (const std::string& key : vstord::qemu_leftover_order(obj)) {
+    for (const std::string& key : qemu_leftover_order(obj)) {
       if (std::find(f.consumed.begin(), f.consumed.end(), key) == f.consumed.end()) {
         fail("Parameter '{}' is unexpected", full_name(key.c_str()));
       }

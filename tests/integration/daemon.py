@@ -127,3 +127,14 @@ class DaemonTestCase(unittest.TestCase):
         c = self.daemon.qmp(**kw)
         self.addCleanup(c.close)
         return c
+
+
+def two_monitors(test):
+    """A daemon with monitors on a.sock and b.sock, both negotiated, all
+    cleaned up with the test.  Returns (daemon, client_a, client_b)."""
+    d = Daemon(monitor_args("a.sock", "m0") + monitor_args("b.sock", "m1"))
+    test.addCleanup(d.stop)
+    a, b = d.qmp("a.sock"), d.qmp("b.sock")
+    test.addCleanup(a.close)
+    test.addCleanup(b.close)
+    return d, a, b

@@ -5,7 +5,7 @@ import os
 import socket
 import unittest
 
-from daemon import Daemon, DaemonTestCase, monitor_args, wait_for
+from daemon import Daemon, DaemonTestCase, monitor_args, wait_for, two_monitors
 from qmp import QMPClient
 
 
@@ -133,11 +133,7 @@ class FdRuleInMonitor(DaemonTestCase):
         self.assertEqual(err["desc"], "Failed to add chardev 'n': File descriptor 'pipe' is not a socket")
 
     def test_names_are_per_monitor(self):
-        d = Daemon(monitor_args("a.sock", "ma") + monitor_args("b.sock", "mb"))
-        self.addCleanup(d.stop)
-        a, b = d.qmp("a.sock"), d.qmp("b.sock")
-        self.addCleanup(a.close)
-        self.addCleanup(b.close)
+        d, a, b = two_monitors(self)
         listener = socket.socket(socket.AF_UNIX)
         self.addCleanup(listener.close)
         listener.bind(d.path("l.sock"))
@@ -151,11 +147,7 @@ class WaitingServerDoesNotStall(DaemonTestCase):
     def test_chardev_add_with_wait_replies_after_first_client(self):
         # qemu-storage-daemon blocks entirely here; vstord answers the
         # command once a client connects and serves other monitors meanwhile.
-        d = Daemon(monitor_args("a.sock", "ma") + monitor_args("b.sock", "mb"))
-        self.addCleanup(d.stop)
-        a, b = d.qmp("a.sock"), d.qmp("b.sock")
-        self.addCleanup(a.close)
-        self.addCleanup(b.close)
+        d, a, b = two_monitors(self)
         path = d.path("w.sock")
         a.send_raw(b'{"execute": "chardev-add", "id": "add", "arguments": {"id": "w", '
                    b'"backend": {"type": "socket", "data": {"addr": {"type": "unix", '

@@ -15,7 +15,7 @@ import socket
 import time
 import unittest
 
-from daemon import Daemon, DaemonTestCase, free_port, monitor_args, wait_for
+from daemon import Daemon, DaemonTestCase, free_port, monitor_args, wait_for, two_monitors
 from qmp import QMPClient
 
 
@@ -249,11 +249,7 @@ class FdSets(FdTestCase):
         self.assertEqual(c.ok("query-fdsets"), [{"fdset-id": 9, "fds": [{"fd": num}]}])
 
     def test_fdsets_are_shared_between_monitors(self):
-        d = Daemon(monitor_args("a.sock", "m0") + monitor_args("b.sock", "m1"))
-        self.addCleanup(d.stop)
-        a, b = d.qmp("a.sock"), d.qmp("b.sock")
-        self.addCleanup(a.close)
-        self.addCleanup(b.close)
+        d, a, b = two_monitors(self)
         mine, peer = self.pair()
         num = send_cmd(a, "add-fd", {"fdset-id": 1}, fds=[mine.fileno()])["return"]["fd"]
         self.assertEqual(b.ok("query-fdsets"), [{"fdset-id": 1, "fds": [{"fd": num}]}])

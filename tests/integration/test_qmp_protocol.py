@@ -14,7 +14,7 @@ import sys
 import time
 import unittest
 
-from daemon import Daemon, DaemonTestCase, monitor_args
+from daemon import Daemon, DaemonTestCase, monitor_args, two_monitors
 from qmp import QMPClient
 
 NOT_NEGOTIATED = "Expecting capabilities negotiation with 'qmp_capabilities'"
@@ -738,11 +738,7 @@ class Commands(DaemonTestCase):
 
 class YankOther(unittest.TestCase):
     def test_yank_another_monitors_connection(self):
-        d = Daemon(monitor_args("a.sock", "m0") + monitor_args("b.sock", "m1"))
-        self.addCleanup(d.stop)
-        a, b = d.qmp("a.sock"), d.qmp("b.sock")
-        self.addCleanup(a.close)
-        self.addCleanup(b.close)
+        d, a, b = two_monitors(self)
         self.assertEqual(a.cmd("yank", {"instances": [{"type": "chardev", "id": "m1"}]}),
                          {"return": {}})
         self.assertEqual(read_all_until_eof(b, timeout=5), b"")
@@ -758,11 +754,7 @@ class NonReadingClient(unittest.TestCase):
     RSS_LIMIT_KB = 200 * 1024
 
     def test_client_that_never_reads(self):
-        d = Daemon(monitor_args("a.sock", "m0") + monitor_args("b.sock", "m1"))
-        self.addCleanup(d.stop)
-        greedy, other = d.qmp("a.sock"), d.qmp("b.sock")
-        self.addCleanup(greedy.close)
-        self.addCleanup(other.close)
+        d, greedy, other = two_monitors(self)
         rss_before = d.rss_kb()
         data = b"".join(req("query-qmp-schema", id=i) for i in range(self.REQUESTS))
         sock = greedy.sock

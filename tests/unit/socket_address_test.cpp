@@ -1,6 +1,8 @@
 #include "net/socket_address.hpp"
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -139,6 +141,71 @@ TEST(SocketAddress, VsockWithoutKernelSupportIsAClearError) {
       << e;
   v.cid = "x";
   EXPECT_EQ(error_of([&] { socket_listen(a, FdContext{}); }), "Failed to parse cid 'x'");
+}
+
+}  // namespace
+}  // namespace vstord
+
+namespace vstord {
+namespace {
+
+TEST(SocketAddress, KeepAliveAndTuning) {
+  SocketAddress a = inet_addr("127.0.0.1", "0");
+  auto& in = a.get<SocketAddressType::inet>();
+  in.keep_alive = true;
+  in.keep_alive_count = 3;
+  in.keep_alive_idle = 17;
+  in.keep_alive_interval = 5;
+  ListeningSocket ls = socket_listen(a, FdContext{});
+  int fd = ls.fd.get();
+  int v = 0;
+  socklen_t len = sizeof(v);
+  ASSERT_EQ(getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &v, &len), 0);
+  EXPECT_EQ(v, 1);
+  ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, &len), 0);
+  EXPECT_EQ(v, 3);
+  ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, &len), 0);
+  EXPECT_EQ(v, 17);
+  ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, &len), 0);
+  EXPECT_EQ(v, 5);
+  // Accepted sockets inherit the options (Linux), and connecting applies them.
+  UniqueFd c = socket_connect(
+      [&] {
+        SocketAddress b = a;
+        b.get<SocketAddressType::inet>().port = ls.bound.get<SocketAddressType::inet>().port;
+        return b;
+      }(),
+      FdContext{});
+  ASSERT_EQ(getsockopt(c.get(), IPPROTO_TCP, TCP_KEEPIDLE, &v, &len), 0);
+  EXPECT_EQ(v, 17);
+}
+
+TEST(SocketAddress, MptcpListensOrFailsClearly) {
+  SocketAddress a = inet_addr("127.0.0.1", "0");
+  a.get<SocketAddressType::inet>().mptcp = true;
+  try {
+    ListeningSocket ls = socket_listen(a, FdContext{});
+    int proto = 0;
+    socklen_t len = sizeof(proto);
+    ASSERT_EQ(getsockopt(ls.fd.get(), SOL_SOCKET, SO_PROTOCOL, &proto, &len), 0);
+    EXPECT_EQ(proto, 262);  // IPPROTO_MPTCP
+  } catch (const qapi::Error& e) {
+    // A kernel without MPTCP: the error says why.
+    EXPECT_TRUE(std::string_view(e.what()).starts_with("Failed to find an available port: "))
+        << e.what();
+  }
+}
+
+TEST(SocketAddress, Ipv6Loopback) {
+  SocketAddress a = inet_addr("::1", "0");
+  ListeningSocket ls;
+  try {
+    ls = socket_listen(a, FdContext{});
+  } catch (const qapi::Error&) {
+    GTEST_SKIP() << "no IPv6 loopback here";
+  }
+  EXPECT_EQ(socket_address_to_string(ls.bound),
+            "tcp:[::1]:" + ls.bound.get<SocketAddressType::inet>().port);
 }
 
 }  // namespace

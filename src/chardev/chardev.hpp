@@ -21,13 +21,17 @@
 
 #include "net/socket_address.hpp"
 #include "qapi-types.hpp"
+#include "qapi/member_order.hpp"
 #include "util/unique_fd.hpp"
 
 namespace vstord {
 
 class Daemon;
+class Chardev;
 
-enum class ChrEvent { opened, closed };
+// What a backend tells its frontend besides data.  'break_' is a serial
+// break (telnet IAC BRK, chardev-send-break, the mux escape C-a b).
+enum class ChrEvent { opened, closed, break_ };
 
 class ChardevFrontend {
  public:
@@ -39,6 +43,9 @@ class ChardevFrontend {
   // False while input already received is still being worked on; a peer
   // that closes its sending side still gets the replies to what it sent.
   virtual bool chr_idle() { return true; }
+  // chardev-change gave this frontend a new backend; false when the
+  // frontend cannot move (QEMU: "does not support chardev hotswap").
+  virtual bool chr_be_change(const std::shared_ptr<Chardev>&) { return false; }
 };
 
 class Chardev : public std::enable_shared_from_this<Chardev> {
@@ -52,18 +59,26 @@ class Chardev : public std::enable_shared_from_this<Chardev> {
 
   // One frontend at a time; attaching a second is refused as QEMU refuses
   // it ("Device 'x' is in use").
-  void attach(ChardevFrontend* fe);
-  void detach() { frontend_ = nullptr; }
+  // (mux takes several frontends and overrides these.)
+  virtual void attach(ChardevFrontend* fe);
+  virtual void detach(ChardevFrontend* fe) {
+    if (frontend_ == fe) frontend_ = nullptr;
+  }
+  // The frontend input goes to (for mux: the focused one).
   ChardevFrontend* frontend() const { return frontend_; }
 
+  // Output from the frontend: copied to the logfile, then sent (queued;
+  // dropped while there is no peer).
+  void write(std::string data);
+
   // Starts the backend (listen, connect, open).  With a server that must
-  // wait for its first client, completes once one is connected.
-  virtual boost::asio::awaitable<void> open() = 0;
-  // Queues data for the peer; dropped when there is no peer.
-  virtual void write(std::string data) = 0;
+  // wait for its first client, completes once one is connected.  Throws
+  // qapi::Error when the backend cannot start.
+  virtual boost::asio::awaitable<void> open() { co_return; }
   // The frontend can take input again.
   virtual void accept_input() {}
-  virtual bool connected() const = 0;
+  // Whether a peer is there (for sockets: a client is connected).
+  virtual bool connected() const { return true; }
   // Bytes queued by write() and not yet sent.
   virtual size_t pending_output() const { return 0; }
   // QEMU's ChardevInfo 'filename', e.g. "disconnected:unix:/p,server=on".
@@ -72,15 +87,31 @@ class Chardev : public std::enable_shared_from_this<Chardev> {
   virtual bool yankable() const { return false; }
   virtual void yank() {}
   // Sends what is queued, waiting at most 'limit'.
-  virtual boost::asio::awaitable<void> drain(std::chrono::milliseconds limit) = 0;
-  // Stops for good: closes sockets, removes files the backend created.
-  virtual void close() = 0;
+  virtual boost::asio::awaitable<void> drain(std::chrono::milliseconds) { co_return; }
+  // Stops for good: closes descriptors, removes files the backend created.
+  virtual void close() {}
+  // What chardev-add returns (the pty path for 'pty').
+  virtual qapi::ChardevReturn info() const { return {}; }
+  // Tells the frontend of an event (also used by chardev-send-break).
+  void send_event(ChrEvent event) {
+    if (frontend_) frontend_->chr_event(event);
+  }
+
+  // The logfile options every backend takes (ChardevCommon).
+  void open_log(Daemon& daemon, const qapi::ChardevCommon& common);
 
  protected:
+  virtual void backend_write(std::string data) = 0;
+
   ChardevFrontend* frontend_ = nullptr;
 
  private:
+  void log(std::string_view data);
+
   std::string id_;
+  UniqueFd logfd_;
+  bool log_timestamps_ = false;
+  bool log_at_line_start_ = true;
 };
 
 // The backends this build can create, for "--chardev help" and
@@ -99,11 +130,17 @@ class ChardevRegistry {
   bool contains(const std::string& id) const { return chardevs_.contains(id); }
   // Closes the device and forgets it.
   void remove(const std::string& id);
+  // Puts 'chr' in the place of the device with its id (chardev-change).
+  void replace(std::shared_ptr<Chardev> chr);
+  // The devices in the order QEMU lists them (query-chardev): its QOM
+  // container's hash table order, reversed.
+  std::vector<std::shared_ptr<Chardev>> qemu_order() const;
   const std::map<std::string, std::shared_ptr<Chardev>>& all() const { return chardevs_; }
   void close_all();
 
  private:
   std::map<std::string, std::shared_ptr<Chardev>> chardevs_;
+  qapi::GHashOrder order_;
 };
 
 }  // namespace vstord

@@ -1,17 +1,19 @@
 // Handlers for the character device commands of qapi/char.json.
 
+#include "chardev/backends.hpp"
 #include "chardev/chardev.hpp"
 #include "daemon/daemon.hpp"
 #include "monitor/monitor.hpp"
 #include "qapi-commands.hpp"
 #include "qapi/error.hpp"
+#include "util/base64.hpp"
 
 namespace qapi {
 
 std::vector<ChardevInfo> qmp_query_chardev(CommandContext& ctx) {
   std::vector<ChardevInfo> out;
-  for (const auto& [id, chr] : ctx.daemon.chardevs().all()) {
-    out.push_back(ChardevInfo{id, chr->filename(), chr->frontend() != nullptr});
+  for (const auto& chr : ctx.daemon.chardevs().qemu_order()) {
+    out.push_back(ChardevInfo{chr->id(), chr->filename(), chr->frontend() != nullptr});
   }
   return out;
 }
@@ -22,29 +24,108 @@ std::vector<ChardevBackendInfo> qmp_query_chardev_backends(CommandContext&) {
   return out;
 }
 
-boost::asio::awaitable<ChardevReturn> qmp_chardev_add(CommandContext& ctx, std::string id,
-                                                      ChardevBackend backend) {
-  if (ctx.daemon.chardevs().contains(id)) fail("Chardev with id '{}' already exists", id);
-  // Descriptors are looked up by name among those this monitor got with
-  // getfd (numbers are refused in a monitor command).
+namespace {
+
+// Descriptors are looked up by name among those this monitor got with
+// getfd (numbers are refused in a monitor command).
+vstord::FdContext monitor_fds(CommandContext& ctx) {
   vstord::FdContext fds;
   if (vstord::Monitor* mon = ctx.monitor) {
     fds.take_named = [mon](const std::string& name) { return mon->take_fd(name); };
   }
+  return fds;
+}
+
+std::shared_ptr<vstord::Chardev> find_chardev(CommandContext& ctx, const std::string& id,
+                                              const char* missing) {
+  auto chr = ctx.daemon.chardevs().find(id);
+  if (!chr) fail(fmt::runtime(missing), id);
+  return chr;
+}
+
+std::shared_ptr<vstord::RingbufChardev> find_ringbuf(CommandContext& ctx,
+                                                     const std::string& device) {
+  auto chr = find_chardev(ctx, device, "Device '{}' not found");
+  auto rb = std::dynamic_pointer_cast<vstord::RingbufChardev>(chr);
+  if (!rb) fail("{} is not a ringbuf device", device);
+  return rb;
+}
+
+}  // namespace
+
+boost::asio::awaitable<ChardevReturn> qmp_chardev_add(CommandContext& ctx, std::string id,
+                                                      ChardevBackend backend) {
+  if (ctx.daemon.chardevs().contains(id)) fail("Chardev with id '{}' already exists", id);
   std::shared_ptr<vstord::Chardev> chr;
   try {
-    chr = vstord::chardev_new(ctx.daemon, id, backend, fds);
+    chr = vstord::chardev_new(ctx.daemon, id, backend, monitor_fds(ctx));
   } catch (const Error& e) {
     fail("Failed to add chardev '{}': {}", id, e.what());
   }
   ctx.daemon.chardevs().add(chr);
   co_await chr->open();
-  co_return ChardevReturn{};
+  co_return chr->info();
+}
+
+boost::asio::awaitable<ChardevReturn> qmp_chardev_change(CommandContext& ctx, std::string id,
+                                                         ChardevBackend backend) {
+  auto old = find_chardev(ctx, id, "Chardev '{}' does not exist");
+  if (old->filename() == "mux") fail("Mux device hotswap not supported yet");
+  vstord::ChardevFrontend* fe = old->frontend();
+  // The new backend is made first: if that fails, the old one stays.
+  std::shared_ptr<vstord::Chardev> chr =
+      vstord::chardev_new(ctx.daemon, id, backend, monitor_fds(ctx));
+  if (fe && !fe->chr_be_change(chr)) {
+    chr->close();
+    fail("Chardev user does not support chardev hotswap");
+  }
+  if (fe) {
+    old->detach(fe);
+    chr->attach(fe);
+  }
+  old->close();
+  ctx.daemon.chardevs().replace(chr);
+  co_await chr->open();
+  co_return chr->info();
+}
+
+void qmp_chardev_send_break(CommandContext& ctx, std::string id) {
+  find_chardev(ctx, id, "Chardev '{}' not found")->send_event(vstord::ChrEvent::break_);
+}
+
+void qmp_ringbuf_write(CommandContext& ctx, std::string device, std::string data,
+                       std::optional<DataFormat> format) {
+  auto rb = find_ringbuf(ctx, device);
+  if (format == DataFormat::base64) {
+    auto bytes = vstord::base64_decode(data);
+    if (!bytes) fail("Base64 data contains invalid characters");
+    rb->ring_write(*bytes);
+    return;
+  }
+  // U+0000 is written as C0 80, the way QEMU stores it.
+  std::string bytes;
+  bytes.reserve(data.size());
+  for (char c : data) {
+    if (c == '\0') {
+      bytes += "\xC0\x80";
+    } else {
+      bytes.push_back(c);
+    }
+  }
+  rb->ring_write(bytes);
+}
+
+std::string qmp_ringbuf_read(CommandContext& ctx, std::string device, int64_t size,
+                             std::optional<DataFormat> format) {
+  auto rb = find_ringbuf(ctx, device);
+  if (size <= 0) fail("size must be greater than zero");
+  bool text = format != DataFormat::base64;
+  std::string bytes = rb->ring_read(static_cast<size_t>(size), text);
+  return text ? bytes : vstord::base64_encode(bytes);
 }
 
 void qmp_chardev_remove(CommandContext& ctx, std::string id) {
-  auto chr = ctx.daemon.chardevs().find(id);
-  if (!chr) fail("Chardev '{}' not found", id);
+  auto chr = find_chardev(ctx, id, "Chardev '{}' not found");
   if (chr->frontend()) fail("Chardev '{}' is busy", id);
   ctx.daemon.chardevs().remove(id);
 }

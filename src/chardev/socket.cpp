@@ -1,15 +1,15 @@
-// The 'socket' backend: a stream socket as server (one client at a time,
-// further clients wait in the listen backlog, as in QEMU) or as client.
-//
-// A connection is a Session: a reader coroutine that feeds the frontend
-// (using recvmsg so descriptors passed with SCM_RIGHTS are kept for getfd
-// and add-fd) and a writer coroutine that drains the output queue.  When
-// the reader ends, the session closes and, for a server, accepting resumes.
+// The 'socket' backend: a stream socket as server (one client at a time;
+// further clients wait in the listen backlog, as in QEMU) or as client
+// (optionally reconnecting).  Each connection is an FdStream; descriptors
+// passed with SCM_RIGHTS travel with the bytes they came with.  With
+// 'telnet', IAC sequences are taken out of the input (IAC BRK becomes a
+// break) and 0xFF bytes of output are escaped.
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
-#include <sys/un.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
@@ -18,14 +18,11 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 
-#include <array>
-#include <deque>
-
-#include "chardev/chardev.hpp"
-#include "chardev/socket.hpp"
+#include "chardev/backends.hpp"
+#include "chardev/fd_stream.hpp"
 #include "daemon/daemon.hpp"
+#include "qapi/error.hpp"
 
 namespace vstord {
 
@@ -35,33 +32,61 @@ using qapi::SocketAddressType;
 
 namespace {
 
-// Descriptors accepted with one message; more are closed at once (QEMU's
-// limit for socket chardevs).
-constexpr size_t kMaxFdsPerMessage = 16;
-constexpr size_t kReadChunk = 64 * 1024;
+constexpr unsigned char IAC = 255, SB = 250, SE = 240, BRK = 243, WILL = 251, WONT = 252, DO = 253,
+                        DONT = 254;
 
-struct Session {
-  explicit Session(asio::io_context& io, int fd) : sock(io, fd), write_wake(io), input_wake(io) {
-    write_wake.expires_at(asio::steady_timer::time_point::max());
-    input_wake.expires_at(asio::steady_timer::time_point::max());
+// Strips telnet commands from input, keeping state across reads.
+class TelnetFilter {
+ public:
+  std::string filter(std::string_view in, bool& got_break) {
+    std::string out;
+    for (char ch : in) {
+      auto c = static_cast<unsigned char>(ch);
+      switch (state_) {
+        case State::data:
+          if (c == IAC) {
+            state_ = State::iac;
+          } else {
+            out.push_back(ch);
+          }
+          break;
+        case State::iac:
+          if (c == IAC) {
+            out.push_back(ch);  // an escaped 0xFF
+            state_ = State::data;
+          } else if (c == SB) {
+            state_ = State::sub;
+          } else if (c == WILL || c == WONT || c == DO || c == DONT) {
+            state_ = State::option;
+          } else {
+            if (c == BRK) got_break = true;
+            state_ = State::data;
+          }
+          break;
+        case State::option: state_ = State::data; break;
+        case State::sub:
+          if (c == IAC) state_ = State::sub_iac;
+          break;
+        case State::sub_iac: state_ = c == SE ? State::data : State::sub; break;
+      }
+    }
+    return out;
   }
-  asio::posix::stream_descriptor sock;
-  asio::steady_timer write_wake;
-  asio::steady_timer input_wake;
-  std::deque<std::string> out;
-  size_t out_bytes = 0;
-  std::string peer;  // for filename()
-  bool closed = false;
 
-  void close() {
-    if (closed) return;
-    closed = true;
-    boost::system::error_code ec;
-    sock.close(ec);
-    write_wake.cancel();
-    input_wake.cancel();
-  }
+ private:
+  enum class State { data, iac, option, sub, sub_iac } state_ = State::data;
 };
+
+std::string telnet_escape(std::string data) {
+  if (data.find('\xff') == std::string::npos) return data;
+  std::string out;
+  out.reserve(data.size() + 8);
+  for (char c : data) {
+    out.push_back(c);
+    if (static_cast<unsigned char>(c) == IAC) out.push_back(c);
+  }
+  return out;
+}
 
 class SocketChardev final : public Chardev {
  public:
@@ -72,15 +97,24 @@ class SocketChardev final : public Chardev {
         opts_(opts),
         addr_(socket_address_flatten(opts.addr)),
         server_(opts.server.value_or(true)),
-        accept_wake_(daemon.io()) {
-    accept_wake_.expires_at(asio::steady_timer::time_point::max());
+        wake_(daemon.io()) {
+    wake_.expires_at(asio::steady_timer::time_point::max());
     validate();
+    if (opts.reconnect_ms) {
+      reconnect_ = std::chrono::milliseconds(*opts.reconnect_ms);
+    } else if (opts.reconnect) {
+      reconnect_ = std::chrono::seconds(*opts.reconnect);
+    }
     if (server_) {
       ListeningSocket ls = socket_listen(addr_, fds);
       listen_cleanup_ = ls.cleanup;
+      struct stat st;
+      if (ls.cleanup && ::stat(ls.cleanup->c_str(), &st) == 0)
+        socket_file_ = {st.st_dev, st.st_ino};
       addr_ = ls.bound;
       listener_.emplace(daemon.io(), ls.fd.release());
-    } else {
+    } else if (reconnect_.count() == 0) {
+      // Without reconnection the first connection must work, as in QEMU.
       connect_fd_ = socket_connect(addr_, fds);
     }
   }
@@ -90,12 +124,15 @@ class SocketChardev final : public Chardev {
   asio::awaitable<void> open() override {
     auto self = std::static_pointer_cast<SocketChardev>(shared_from_this());
     if (!server_) {
-      start_session(connect_fd_.release());
+      if (connect_fd_) {
+        start_session(connect_fd_.release());
+      } else {
+        asio::co_spawn(daemon_.io(), reconnect_loop(self), asio::detached);
+      }
       co_return;
     }
     asio::co_spawn(daemon_.io(), accept_loop(self), asio::detached);
     if (opts_.wait.value_or(false)) {
-      spdlog::info("waiting for connection on: {}", filename());
       fmt::print(stderr, "vstord: info: waiting for connection on: {}\n", filename());
       asio::steady_timer t(daemon_.io());
       while (!session_ && !closed_) {
@@ -105,44 +142,28 @@ class SocketChardev final : public Chardev {
     }
   }
 
-  void write(std::string data) override {
-    if (!session_ || session_->closed) return;
-    session_->out_bytes += data.size();
-    session_->out.push_back(std::move(data));
-    session_->write_wake.cancel_one();
-  }
-
   void accept_input() override {
-    if (session_) session_->input_wake.cancel();
+    if (session_) session_->accept_input();
   }
-
-  bool connected() const override { return session_ && !session_->closed; }
-
-  size_t pending_output() const override { return session_ ? session_->out_bytes : 0; }
+  bool connected() const override { return session_ && !session_->closed(); }
+  size_t pending_output() const override { return session_ ? session_->pending_output() : 0; }
 
   std::string filename() const override {
     std::string addr = socket_address_to_string(addr_);
     if (opts_.telnet.value_or(false) && addr.starts_with("tcp:")) addr = "telnet:" + addr.substr(4);
     std::string srv = server_ ? ",server=on" : "";
     if (!connected()) return "disconnected:" + addr + srv;
-    if (addr_.type() == SocketAddressType::inet) return addr + srv + " <-> " + session_->peer;
+    if (addr_.type() == SocketAddressType::inet) return addr + srv + " <-> " + peer_;
     return addr + srv;
   }
 
-  asio::awaitable<void> drain(std::chrono::milliseconds limit) override {
-    asio::steady_timer t(daemon_.io());
-    auto deadline = std::chrono::steady_clock::now() + limit;
-    while (session_ && !session_->closed && !session_->out.empty() &&
-           std::chrono::steady_clock::now() < deadline) {
-      t.expires_after(std::chrono::milliseconds(5));
-      co_await t.async_wait(asio::as_tuple(use_awaitable));
-    }
-  }
-
   bool yankable() const override { return true; }
-
   void yank() override {
     if (session_) session_->close();
+  }
+
+  asio::awaitable<void> drain(std::chrono::milliseconds limit) override {
+    if (session_) co_await session_->drain(limit);
   }
 
   void close() override {
@@ -153,8 +174,23 @@ class SocketChardev final : public Chardev {
       boost::system::error_code ec;
       listener_->close(ec);
     }
-    accept_wake_.cancel();
-    if (listen_cleanup_) ::unlink(listen_cleanup_->c_str());
+    wake_.cancel();
+    // Remove the socket file only if it is still ours: chardev-change may
+    // have bound a new socket at the same path.
+    struct stat st;
+    if (listen_cleanup_ && ::stat(listen_cleanup_->c_str(), &st) == 0 &&
+        std::pair(st.st_dev, st.st_ino) == socket_file_) {
+      ::unlink(listen_cleanup_->c_str());
+    }
+  }
+
+ protected:
+  void backend_write(std::string data) override {
+    if (!connected()) return;
+    if (opts_.telnet.value_or(false) || opts_.tn3270.value_or(false)) {
+      data = telnet_escape(std::move(data));
+    }
+    session_->write(std::move(data));
   }
 
  private:
@@ -177,28 +213,28 @@ class SocketChardev final : public Chardev {
     if (opts_.tls_authz && !opts_.tls_creds) {
       qapi::fail("'tls_authz' option requires 'tls_creds' option");
     }
+    if ((opts_.reconnect && *opts_.reconnect < 0) ||
+        (opts_.reconnect_ms && *opts_.reconnect_ms < 0)) {
+      qapi::fail("'reconnect' must not be negative");
+    }
     if (opts_.tls_creds) qapi::fail("TLS for character devices is not supported yet");
-    if (opts_.telnet.value_or(false) || opts_.tn3270.value_or(false) ||
-        opts_.websocket.value_or(false)) {
-      qapi::fail("telnet, tn3270 and websocket character devices are not supported yet");
+    if (opts_.websocket.value_or(false)) {
+      qapi::fail("websocket character devices are not supported yet");
     }
   }
 
   static asio::awaitable<void> accept_loop(std::shared_ptr<SocketChardev> self) {
     while (!self->closed_) {
       // One client at a time: wait while a session is open.
-      while (self->session_ && !self->session_->closed && !self->closed_) {
-        co_await self->accept_wake_.async_wait(asio::as_tuple(use_awaitable));
-        self->accept_wake_.expires_at(asio::steady_timer::time_point::max());
+      while (self->connected() && !self->closed_) {
+        co_await self->wake_.async_wait(asio::as_tuple(use_awaitable));
+        self->wake_.expires_at(asio::steady_timer::time_point::max());
       }
       if (self->closed_) break;
       auto [ec] = co_await self->listener_->async_wait(asio::posix::descriptor_base::wait_read,
                                                        asio::as_tuple(use_awaitable));
       if (self->closed_) break;
-      if (ec) {
-        spdlog::warn("chardev '{}': accept: {}", self->id(), ec.message());
-        continue;
-      }
+      if (ec) continue;
       int fd = ::accept4(self->listener_->native_handle(), nullptr, nullptr,
                          SOCK_CLOEXEC | SOCK_NONBLOCK);
       if (fd < 0) {
@@ -216,120 +252,91 @@ class SocketChardev final : public Chardev {
     }
   }
 
+  // A client that reconnects: try, serve while connected, wait, repeat.
+  static asio::awaitable<void> reconnect_loop(std::shared_ptr<SocketChardev> self) {
+    bool reported = false;
+    asio::steady_timer t(self->daemon_.io());
+    while (!self->closed_) {
+      if (!self->connected()) {
+        try {
+          UniqueFd fd = socket_connect(self->addr_, FdContext{});
+          fcntl(fd.get(), F_SETFL, fcntl(fd.get(), F_GETFL) | O_NONBLOCK);
+          self->start_session(fd.release());
+          reported = false;
+        } catch (const qapi::Error& e) {
+          // Said once per outage, not at every attempt.
+          if (!reported) spdlog::warn("chardev '{}': {}", self->id(), e.what());
+          reported = true;
+        }
+      }
+      t.expires_after(self->connected() ? std::chrono::milliseconds(50) : self->reconnect_);
+      co_await t.async_wait(asio::as_tuple(use_awaitable));
+    }
+  }
+
   void start_session(int fd) {
     if (opts_.nodelay.value_or(false)) {
       int on = 1;
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
     }
-    auto s = std::make_shared<Session>(daemon_.io(), fd);
+    peer_.clear();
     try {
       if (addr_.type() == SocketAddressType::inet) {
-        s->peer = socket_address_to_string(socket_peer_address(fd)).substr(4);
+        peer_ = socket_address_to_string(socket_peer_address(fd)).substr(4);
       }
     } catch (const qapi::Error&) {
     }
-    session_ = s;
-    auto self = std::static_pointer_cast<SocketChardev>(shared_from_this());
-    asio::co_spawn(daemon_.io(), writer(self, s), asio::detached);
-    asio::co_spawn(daemon_.io(), reader(self, s), asio::detached);
-    if (frontend_) frontend_->chr_event(ChrEvent::opened);
-  }
-
-  static asio::awaitable<void> reader(std::shared_ptr<SocketChardev> self,
-                                      std::shared_ptr<Session> s) {
-    std::vector<char> buf(kReadChunk);
-    while (!s->closed) {
-      if (self->frontend_ && !self->frontend_->chr_can_read()) {
-        co_await s->input_wake.async_wait(asio::as_tuple(use_awaitable));
-        s->input_wake.expires_at(asio::steady_timer::time_point::max());
-        continue;
-      }
-      auto [ec] = co_await s->sock.async_wait(asio::posix::descriptor_base::wait_read,
-                                              asio::as_tuple(use_awaitable));
-      if (ec || s->closed) break;
-      iovec iov{buf.data(), buf.size()};
-      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
-      msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = control;
-      msg.msg_controllen = sizeof(control);
-      ssize_t n = ::recvmsg(s->sock.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-      if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-      // The kernel never joins bytes sent with descriptors to bytes sent
-      // before them, so these descriptors belong to the first request that
-      // these bytes complete.
-      std::vector<UniqueFd> fds;
-      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); n >= 0 && c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        const int* data = reinterpret_cast<const int*>(CMSG_DATA(c));
-        for (size_t i = 0; i < count; ++i) {
-          UniqueFd fd(data[i]);
-          if (fds.size() < kMaxFdsPerMessage) fds.push_back(std::move(fd));
-        }
-      }
-      if (n == 0) {
-        // The peer closed its sending side: finish what it asked for and
-        // send the replies before closing (bounded, in case it never reads).
-        co_await self->finish_after_eof(s);
-        break;
-      }
-      if (n < 0) break;
-      if (self->frontend_) {
-        self->frontend_->chr_read(std::string_view(buf.data(), size_t(n)), std::move(fds));
-      }
+    std::weak_ptr<SocketChardev> weak = std::static_pointer_cast<SocketChardev>(shared_from_this());
+    FdStream::Options o;
+    o.recv_fds = addr_.type() == SocketAddressType::q_unix || addr_.type() == SocketAddressType::fd;
+    o.frontend = [weak]() -> ChardevFrontend* {
+      auto self = weak.lock();
+      return self ? self->frontend_ : nullptr;
+    };
+    if (opts_.telnet.value_or(false) || opts_.tn3270.value_or(false)) {
+      auto telnet = std::make_shared<TelnetFilter>();
+      o.filter_input = [weak, telnet](std::string_view in) {
+        bool brk = false;
+        std::string out = telnet->filter(in, brk);
+        if (auto self = weak.lock(); self && brk) self->send_event(ChrEvent::break_);
+        return out;
+      };
     }
-    self->end_session(s);
-  }
-
-  static asio::awaitable<void> writer(std::shared_ptr<SocketChardev> self,
-                                      std::shared_ptr<Session> s) {
-    while (!s->closed) {
-      if (s->out.empty()) {
-        co_await s->write_wake.async_wait(asio::as_tuple(use_awaitable));
-        s->write_wake.expires_at(asio::steady_timer::time_point::max());
-        continue;
-      }
-      auto [ec, n] = co_await asio::async_write(s->sock, asio::buffer(s->out.front()),
-                                                asio::as_tuple(use_awaitable));
-      if (ec) break;
-      s->out_bytes -= s->out.front().size();
-      s->out.pop_front();
-      // Output drained a little: a frontend pausing input for backpressure
-      // may be able to read again.
-      s->input_wake.cancel();
+    auto stream = std::make_shared<FdStream>(daemon_.io(), UniqueFd(fd), UniqueFd{}, o);
+    session_ = stream;
+    stream->set_on_end([weak, stream_weak = std::weak_ptr<FdStream>(stream)] {
+      auto self = weak.lock();
+      if (self) self->end_session(stream_weak.lock());
+    });
+    stream->start();
+    if (opts_.telnet.value_or(false) || opts_.tn3270.value_or(false)) {
+      // Ask the client to leave echo and line editing to us, as QEMU does.
+      static const char kNegotiation[] = {'\xff', '\xfb', '\x01', '\xff', '\xfb', '\x03',
+                                          '\xff', '\xfb', '\x00', '\xff', '\xfd', '\x00'};
+      stream->write(std::string(kNegotiation, sizeof(kNegotiation)));
     }
-    self->end_session(s);
+    send_event(ChrEvent::opened);
   }
 
-  asio::awaitable<void> finish_after_eof(std::shared_ptr<Session> s) {
-    asio::steady_timer t(daemon_.io());
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!s->closed && std::chrono::steady_clock::now() < deadline &&
-           ((frontend_ && !frontend_->chr_idle()) || !s->out.empty())) {
-      t.expires_after(std::chrono::milliseconds(2));
-      co_await t.async_wait(asio::as_tuple(use_awaitable));
-    }
-  }
-
-  void end_session(const std::shared_ptr<Session>& s) {
-    if (session_ != s) return;
-    s->close();
+  void end_session(const std::shared_ptr<FdStream>& s) {
+    if (!s || session_ != s) return;
     session_.reset();
-    if (frontend_ && !closed_) frontend_->chr_event(ChrEvent::closed);
-    accept_wake_.cancel();
+    if (!closed_) send_event(ChrEvent::closed);
+    wake_.cancel();
   }
 
   Daemon& daemon_;
   qapi::ChardevSocket opts_;
   qapi::SocketAddress addr_;
   bool server_;
+  std::chrono::milliseconds reconnect_{0};
   std::optional<asio::posix::stream_descriptor> listener_;
   std::optional<std::string> listen_cleanup_;
+  std::pair<dev_t, ino_t> socket_file_{};
   UniqueFd connect_fd_;
-  std::shared_ptr<Session> session_;
-  asio::steady_timer accept_wake_;
+  std::shared_ptr<FdStream> session_;
+  std::string peer_;
+  asio::steady_timer wake_;
   bool closed_ = false;
 };
 

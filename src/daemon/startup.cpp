@@ -44,10 +44,20 @@ asio::awaitable<void> add_chardev(Daemon& daemon, const CliOption& cli) {
   if (daemon.chardevs().contains(opts.id)) {
     qapi::fail("Duplicate ID '{}' for chardev", opts.id);
   }
-  if (opts.mux) qapi::fail("mux=on is not supported yet");
-  auto chr = chardev_new(daemon, opts.id, opts.backend, FdContext{});
+  // mux=on: the backend gets the id "ID-base" and a mux named ID shares
+  // it, as in QEMU.
+  std::string id = opts.mux ? opts.id + "-base" : opts.id;
+  if (daemon.chardevs().contains(id)) qapi::fail("Duplicate ID '{}' for chardev", id);
+  auto chr = chardev_new(daemon, id, opts.backend, FdContext{});
   daemon.chardevs().add(chr);
   co_await chr->open();
+  if (opts.mux) {
+    qapi::ChardevBackend mux;
+    mux.emplace<qapi::ChardevBackendKind::mux>().data.chardev = id;
+    auto m = chardev_new(daemon, opts.id, mux, FdContext{});
+    daemon.chardevs().add(m);
+    co_await m->open();
+  }
 }
 
 void add_monitor(Daemon& daemon, const std::string& arg) {

@@ -29,7 +29,7 @@ Monitor::Monitor(Daemon& daemon, std::shared_ptr<Chardev> chr, qapi::MonitorOpti
 
 Monitor::~Monitor() {
   stopped_ = true;
-  if (chr_ && chr_->frontend() == this) chr_->detach();
+  if (chr_) chr_->detach(this);
 }
 
 void Monitor::start() {

@@ -67,6 +67,10 @@ class Monitor final : public ChardevFrontend, public std::enable_shared_from_thi
   void chr_read(std::string_view data, std::vector<UniqueFd> fds) override;
   bool chr_can_read() override;
   bool chr_idle() override { return queue_.empty() && !busy_; }
+  bool chr_be_change(const std::shared_ptr<Chardev>& chr) override {
+    chr_ = chr;  // the session goes on; a new peer gets a new greeting
+    return true;
+  }
 
  private:
   // A parsed request (or parse error) and the descriptors sent with it.

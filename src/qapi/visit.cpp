@@ -44,12 +44,9 @@ const Json& Input::mandatory_member(const Json& obj, const char* key) {
 void Input::end_struct(const Json& obj) {
   const Frame& f = stack_.back();
   if (f.consumed.size() != obj.size()) {
-    // Name the first leftover member in QEMU's order, as QEMU does.
-    for (const std::string& key : qemu_leftover_order(obj)) {
-      if (std::find(f.consumed.begin(), f.consumed.end(), key) == f.consumed.end()) {
-        fail("Parameter '{}' is unexpected", full_name(key.c_str()));
-      }
-    }
+    // Name the leftover member QEMU would name.
+    std::string key = qemu_first_leftover(obj, f.consumed);
+    fail("Parameter '{}' is unexpected", full_name(key.c_str()));
   }
   stack_.pop_back();
 }

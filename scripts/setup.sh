@@ -9,7 +9,7 @@ PACKAGES=(
   libboost1.81-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev
   # tests: real peers and the reference implementation
-  socat qemu-system-common qemu-utils
+  socat telnet python3-websocket qemu-system-common qemu-utils
 )
 
 missing=()

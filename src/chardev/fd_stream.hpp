@@ -26,7 +26,22 @@
 
 namespace vstord {
 
-class FdStream : public std::enable_shared_from_this<FdStream> {
+// A connection as a socket backend sees it: bytes out through a queue,
+// bytes in to the frontend, and an end.
+class ByteStream {
+ public:
+  virtual ~ByteStream() = default;
+  virtual void start() = 0;
+  virtual void set_on_end(std::function<void()> fn) = 0;
+  virtual void write(std::string data) = 0;
+  virtual size_t pending_output() const = 0;
+  virtual void accept_input() = 0;
+  virtual bool closed() const = 0;
+  virtual void close() = 0;
+  virtual boost::asio::awaitable<void> drain(std::chrono::milliseconds limit) = 0;
+};
+
+class FdStream : public ByteStream, public std::enable_shared_from_this<FdStream> {
  public:
   // 'in' and 'out' may be the same descriptor (pass out as -1 then), or
   // either may be absent.  'recv_fds' reads with recvmsg to take
@@ -45,14 +60,14 @@ class FdStream : public std::enable_shared_from_this<FdStream> {
   FdStream(boost::asio::io_context& io, UniqueFd in, UniqueFd out, Options opts);
   ~FdStream();
 
-  void start();
-  void set_on_end(std::function<void()> fn) { opts_.on_end = std::move(fn); }
-  void write(std::string data);
-  size_t pending_output() const { return out_bytes_; }
-  void accept_input();
-  bool closed() const { return closed_; }
-  void close();
-  boost::asio::awaitable<void> drain(std::chrono::milliseconds limit);
+  void start() override;
+  void set_on_end(std::function<void()> fn) override { opts_.on_end = std::move(fn); }
+  void write(std::string data) override;
+  size_t pending_output() const override { return out_bytes_; }
+  void accept_input() override;
+  bool closed() const override { return closed_; }
+  void close() override;
+  boost::asio::awaitable<void> drain(std::chrono::milliseconds limit) override;
 
  private:
   static boost::asio::awaitable<void> reader(std::shared_ptr<FdStream> self);

@@ -21,6 +21,7 @@
 
 #include "chardev/backends.hpp"
 #include "chardev/fd_stream.hpp"
+#include "chardev/websocket.hpp"
 #include "daemon/daemon.hpp"
 #include "qapi/error.hpp"
 
@@ -218,9 +219,6 @@ class SocketChardev final : public Chardev {
       qapi::fail("'reconnect' must not be negative");
     }
     if (opts_.tls_creds) qapi::fail("TLS for character devices is not supported yet");
-    if (opts_.websocket.value_or(false)) {
-      qapi::fail("websocket character devices are not supported yet");
-    }
   }
 
   static asio::awaitable<void> accept_loop(std::shared_ptr<SocketChardev> self) {
@@ -302,23 +300,34 @@ class SocketChardev final : public Chardev {
         return out;
       };
     }
-    auto stream = std::make_shared<FdStream>(daemon_.io(), UniqueFd(fd), UniqueFd{}, o);
+    std::shared_ptr<ByteStream> stream;
+    if (opts_.websocket.value_or(false)) {
+      stream = websocket_stream_new(daemon_.io(), UniqueFd(fd), o);
+    } else {
+      stream = std::make_shared<FdStream>(daemon_.io(), UniqueFd(fd), UniqueFd{}, o);
+    }
     session_ = stream;
-    stream->set_on_end([weak, stream_weak = std::weak_ptr<FdStream>(stream)] {
+    stream->set_on_end([weak, stream_weak = std::weak_ptr<ByteStream>(stream)] {
       auto self = weak.lock();
       if (self) self->end_session(stream_weak.lock());
     });
     stream->start();
-    if (opts_.telnet.value_or(false) || opts_.tn3270.value_or(false)) {
+    if (opts_.tn3270.value_or(false)) {
+      // TN3270: terminal type, end-of-record and binary mode (RFC 1576).
+      static const char kTn3270[] = {'\xff', '\xfd', '\x18', '\xff', '\xfa', '\x18', '\x01',
+                                     '\xff', '\xf0', '\xff', '\xfd', '\x19', '\xff', '\xfb',
+                                     '\x19', '\xff', '\xfd', '\x00', '\xff', '\xfb', '\x00'};
+      stream->write(std::string(kTn3270, sizeof(kTn3270)));
+    } else if (opts_.telnet.value_or(false)) {
       // Ask the client to leave echo and line editing to us, as QEMU does.
-      static const char kNegotiation[] = {'\xff', '\xfb', '\x01', '\xff', '\xfb', '\x03',
-                                          '\xff', '\xfb', '\x00', '\xff', '\xfd', '\x00'};
-      stream->write(std::string(kNegotiation, sizeof(kNegotiation)));
+      static const char kTelnet[] = {'\xff', '\xfb', '\x01', '\xff', '\xfb', '\x03',
+                                     '\xff', '\xfb', '\x00', '\xff', '\xfd', '\x00'};
+      stream->write(std::string(kTelnet, sizeof(kTelnet)));
     }
     send_event(ChrEvent::opened);
   }
 
-  void end_session(const std::shared_ptr<FdStream>& s) {
+  void end_session(const std::shared_ptr<ByteStream>& s) {
     if (!s || session_ != s) return;
     session_.reset();
     if (!closed_) send_event(ChrEvent::closed);
@@ -334,7 +343,7 @@ class SocketChardev final : public Chardev {
   std::optional<std::string> listen_cleanup_;
   std::pair<dev_t, ino_t> socket_file_{};
   UniqueFd connect_fd_;
-  std::shared_ptr<FdStream> session_;
+  std::shared_ptr<ByteStream> session_;
   std::string peer_;
   asio::steady_timer wake_;
   bool closed_ = false;

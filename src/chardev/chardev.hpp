@@ -43,8 +43,9 @@ class ChardevFrontend {
   // False while input already received is still being worked on; a peer
   // that closes its sending side still gets the replies to what it sent.
   virtual bool chr_idle() { return true; }
-  // chardev-change gave this frontend a new backend; false when the
-  // frontend cannot move (QEMU: "does not support chardev hotswap").
+  // chardev-change gives this frontend a new backend (with null: only asks
+  // whether it can move); false when it cannot (QEMU: "does not support
+  // chardev hotswap").
   virtual bool chr_be_change(const std::shared_ptr<Chardev>&) { return false; }
 };
 

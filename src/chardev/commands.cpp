@@ -63,7 +63,16 @@ boost::asio::awaitable<ChardevReturn> qmp_chardev_add(CommandContext& ctx, std::
     fail("Failed to add chardev '{}': {}", id, e.what());
   }
   ctx.daemon.chardevs().add(chr);
-  co_await chr->open();
+  std::string error;
+  try {
+    co_await chr->open();
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  if (!error.empty()) {
+    ctx.daemon.chardevs().remove(id);
+    fail("Failed to add chardev '{}': {}", id, error);
+  }
   co_return chr->info();
 }
 
@@ -72,20 +81,34 @@ boost::asio::awaitable<ChardevReturn> qmp_chardev_change(CommandContext& ctx, st
   auto old = find_chardev(ctx, id, "Chardev '{}' does not exist");
   if (old->filename() == "mux") fail("Mux device hotswap not supported yet");
   vstord::ChardevFrontend* fe = old->frontend();
-  // The new backend is made first: if that fails, the old one stays.
+  if (fe && !fe->chr_be_change(nullptr)) fail("Chardev user does not support chardev hotswap");
+  // The new backend is made and started first: if that fails, the old one
+  // stays as it was.
   std::shared_ptr<vstord::Chardev> chr =
       vstord::chardev_new(ctx.daemon, id, backend, monitor_fds(ctx));
-  if (fe && !fe->chr_be_change(chr)) {
+  std::string error;
+  try {
+    co_await chr->open();
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  if (!error.empty()) {
     chr->close();
-    fail("Chardev user does not support chardev hotswap");
+    fail("{}", error);
+  }
+  if (ctx.daemon.chardevs().find(id) != old || old->frontend() != fe) {
+    chr->close();  // the device changed while the new backend started
+    fail("Chardev '{}' changed while its new backend started", id);
   }
   if (fe) {
     old->detach(fe);
+    fe->chr_be_change(chr);
     chr->attach(fe);
   }
   old->close();
   ctx.daemon.chardevs().replace(chr);
-  co_await chr->open();
+  // A peer that arrived while the new backend started is greeted now.
+  if (fe && chr->connected()) fe->chr_event(vstord::ChrEvent::opened);
   co_return chr->info();
 }
 

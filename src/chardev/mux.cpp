@@ -66,7 +66,7 @@ class MuxChardev final : public Chardev, public ChardevFrontend {
   }
   bool chr_can_read() override { return frontend_ && frontend_->chr_can_read(); }
   bool chr_be_change(const std::shared_ptr<Chardev>& chr) override {
-    base_ = chr;
+    if (chr) base_ = chr;
     return true;
   }
   bool chr_idle() override {

@@ -114,8 +114,9 @@ class SocketChardev final : public Chardev {
         socket_file_ = {st.st_dev, st.st_ino};
       addr_ = ls.bound;
       listener_.emplace(daemon.io(), ls.fd.release());
-    } else if (reconnect_.count() == 0) {
-      // Without reconnection the first connection must work, as in QEMU.
+    } else if (addr_.type() == SocketAddressType::fd) {
+      // A passed descriptor is taken now, while the monitor command that
+      // named it runs.
       connect_fd_ = socket_connect(addr_, fds);
     }
   }
@@ -125,11 +126,14 @@ class SocketChardev final : public Chardev {
   asio::awaitable<void> open() override {
     auto self = std::static_pointer_cast<SocketChardev>(shared_from_this());
     if (!server_) {
-      if (connect_fd_) {
-        start_session(connect_fd_.release());
-      } else {
-        asio::co_spawn(daemon_.io(), reconnect_loop(self), asio::detached);
+      if (!connect_fd_ && reconnect_.count() == 0) {
+        // Without reconnection the first connection must work, as in QEMU;
+        // it is made without blocking the daemon.
+        connect_fd_ = co_await socket_connect_async(daemon_.io(), addr_, FdContext{});
       }
+      if (connect_fd_) start_session(connect_fd_.release());
+      if (reconnect_.count() > 0)
+        asio::co_spawn(daemon_.io(), reconnect_loop(self), asio::detached);
       co_return;
     }
     asio::co_spawn(daemon_.io(), accept_loop(self), asio::detached);
@@ -256,16 +260,18 @@ class SocketChardev final : public Chardev {
     asio::steady_timer t(self->daemon_.io());
     while (!self->closed_) {
       if (!self->connected()) {
+        std::string error;
         try {
-          UniqueFd fd = socket_connect(self->addr_, FdContext{});
-          fcntl(fd.get(), F_SETFL, fcntl(fd.get(), F_GETFL) | O_NONBLOCK);
+          UniqueFd fd = co_await socket_connect_async(self->daemon_.io(), self->addr_, FdContext{});
+          if (self->closed_) break;
           self->start_session(fd.release());
           reported = false;
         } catch (const qapi::Error& e) {
-          // Said once per outage, not at every attempt.
-          if (!reported) spdlog::warn("chardev '{}': {}", self->id(), e.what());
-          reported = true;
+          error = e.what();
         }
+        // Said once per outage, not at every attempt.
+        if (!error.empty() && !reported) spdlog::warn("chardev '{}': {}", self->id(), error);
+        if (!error.empty()) reported = true;
       }
       t.expires_after(self->connected() ? std::chrono::milliseconds(50) : self->reconnect_);
       co_await t.async_wait(asio::as_tuple(use_awaitable));

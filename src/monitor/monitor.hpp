@@ -68,7 +68,7 @@ class Monitor final : public ChardevFrontend, public std::enable_shared_from_thi
   bool chr_can_read() override;
   bool chr_idle() override { return queue_.empty() && !busy_; }
   bool chr_be_change(const std::shared_ptr<Chardev>& chr) override {
-    chr_ = chr;  // the session goes on; a new peer gets a new greeting
+    if (chr) chr_ = chr;  // the session goes on; a new peer gets a new greeting
     return true;
   }
 

@@ -17,6 +17,10 @@
 #include <cstring>
 #include <memory>
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include "qapi/error.hpp"
 
 #ifndef IPPROTO_MPTCP
@@ -352,6 +356,80 @@ UniqueFd socket_connect(const SocketAddress& addr, const FdContext& ctx) {
     }
     case SocketAddressType::fd:
       return socket_fd_from_address(addr.get<SocketAddressType::fd>().str, ctx);
+  }
+  qapi::fail("unknown address type");
+}
+
+namespace {
+
+// Starts a non-blocking connect and waits for it on the loop.
+boost::asio::awaitable<bool> connect_nonblocking(boost::asio::io_context& io, int fd,
+                                                 const sockaddr* sa, socklen_t len, int& err) {
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  if (::connect(fd, sa, len) == 0) co_return true;
+  if (errno != EINPROGRESS) {
+    err = errno;
+    co_return false;
+  }
+  boost::asio::posix::stream_descriptor sd(io, fd);
+  auto [ec] = co_await sd.async_wait(boost::asio::posix::descriptor_base::wait_write,
+                                     boost::asio::as_tuple(boost::asio::use_awaitable));
+  sd.release();
+  socklen_t elen = sizeof(err);
+  if (ec) {
+    err = ec.value();
+    co_return false;
+  }
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0) err = errno;
+  co_return err == 0;
+}
+
+}  // namespace
+
+boost::asio::awaitable<UniqueFd> socket_connect_async(boost::asio::io_context& io,
+                                                      const SocketAddress& addr,
+                                                      const FdContext& ctx) {
+  int err = 0;
+  switch (addr.type()) {
+    case SocketAddressType::q_unix: {
+      const auto& u = addr.get<SocketAddressType::q_unix>();
+      UnixAddr ua = unix_sockaddr(u);
+      UniqueFd fd = new_socket(AF_UNIX, SOCK_STREAM, 0);
+      if (!co_await connect_nonblocking(io, fd.get(), reinterpret_cast<sockaddr*>(&ua.sa), ua.len,
+                                        err)) {
+        fail_errno(err, fmt::format("Failed to connect to '{}'", u.path));
+      }
+      co_return fd;
+    }
+    case SocketAddressType::inet: {
+      const auto& in = addr.get<SocketAddressType::inet>();
+      AddrInfoPtr res = inet_resolve(in, false, in.port);
+      for (addrinfo* ai = res.get(); ai; ai = ai->ai_next) {
+        bool mptcp = in.mptcp.value_or(false);
+        int fdn = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+                           mptcp ? IPPROTO_MPTCP : ai->ai_protocol);
+        if (fdn < 0) {
+          err = errno;
+          continue;
+        }
+        UniqueFd fd(fdn);
+        if (!co_await connect_nonblocking(io, fdn, ai->ai_addr, ai->ai_addrlen, err)) continue;
+        set_keepalive(fdn, in);
+        co_return fd;
+      }
+      fail_errno(err, fmt::format("Failed to connect to '{}:{}'", in.host, in.port));
+    }
+    case SocketAddressType::vsock: {
+      sockaddr_vm svm = vsock_sockaddr(addr.get<SocketAddressType::vsock>());
+      UniqueFd fd = new_socket(AF_VSOCK, SOCK_STREAM, 0);
+      if (!co_await connect_nonblocking(io, fd.get(), reinterpret_cast<sockaddr*>(&svm),
+                                        sizeof(svm), err)) {
+        fail_errno(err, "Failed to connect to vsock server");
+      }
+      co_return fd;
+    }
+    case SocketAddressType::fd:
+      co_return socket_fd_from_address(addr.get<SocketAddressType::fd>().str, ctx);
   }
   qapi::fail("unknown address type");
 }

@@ -7,6 +7,9 @@
 // wording where QEMU has one.
 #pragma once
 
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+
 #include <functional>
 #include <optional>
 #include <string>
@@ -43,8 +46,14 @@ ListeningSocket socket_listen(const qapi::SocketAddress& addr, const FdContext& 
                               int backlog = 16);
 
 // Opens a socket and connects it (blocking, bounded by the kernel's connect
-// timeout; callers that must not block run it off the main thread).
+// timeout; callers that must not block use socket_connect_async).
 UniqueFd socket_connect(const qapi::SocketAddress& addr, const FdContext& ctx);
+
+// The same without blocking the loop: the connect completes in the
+// background.  Name resolution is still synchronous (getaddrinfo).
+boost::asio::awaitable<UniqueFd> socket_connect_async(boost::asio::io_context& io,
+                                                      const qapi::SocketAddress& addr,
+                                                      const FdContext& ctx);
 
 // Applies per-connection options of an inet address (keep-alive and its
 // tuning) to an accepted or connected socket.

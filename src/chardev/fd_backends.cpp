@@ -79,13 +79,36 @@ class FdChardev : public Chardev {
   std::shared_ptr<FdStream> stream_;
 };
 
-void make_raw(int fd, bool keep_signals) {
+// Puts a terminal in raw mode; returns the settings to restore, if it is
+// a terminal.
+std::optional<termios> make_raw(int fd, bool keep_signals) {
   termios tio;
-  if (tcgetattr(fd, &tio) < 0) return;  // not a terminal: nothing to do
+  if (tcgetattr(fd, &tio) < 0) return std::nullopt;  // not a terminal
+  termios saved = tio;
   cfmakeraw(&tio);
   if (keep_signals) tio.c_lflag |= ISIG;
   tcsetattr(fd, TCSANOW, &tio);
+  return saved;
 }
+
+// --- stdio: the daemon's own terminal, given back as it was found.
+class StdioChardev final : public FdChardev {
+ public:
+  StdioChardev(Daemon& daemon, const std::string& id, UniqueFd in, UniqueFd out,
+               std::optional<termios> saved)
+      : FdChardev(daemon, id, std::move(in), std::move(out), "stdio"), saved_(saved) {}
+  ~StdioChardev() override { close(); }
+  void close() override {
+    FdChardev::close();
+    if (saved_) tcsetattr(0, TCSANOW, &*saved_);
+    saved_.reset();
+    in_use = false;
+  }
+  static inline bool in_use = false;
+
+ private:
+  std::optional<termios> saved_;
+};
 
 // --- pty: the master side; output is dropped while nobody has the slave
 // open (QEMU does the same), and input starts when someone opens it.
@@ -192,15 +215,15 @@ std::shared_ptr<Chardev> chardev_serial_new(Daemon& daemon, const std::string& i
 
 std::shared_ptr<Chardev> chardev_stdio_new(Daemon& daemon, const std::string& id,
                                            const qapi::ChardevStdio& opts) {
-  static bool in_use = false;
-  if (in_use) qapi::fail("cannot use stdio by multiple character devices");
+  if (StdioChardev::in_use) qapi::fail("cannot use stdio by multiple character devices");
+  if (daemon.daemonized()) qapi::fail("cannot use stdio with --daemonize");
   // Our own copies, so closing the device leaves the process's stdio alone.
   UniqueFd in(fcntl(0, F_DUPFD_CLOEXEC, 0));
   UniqueFd out(fcntl(1, F_DUPFD_CLOEXEC, 0));
   if (!in || !out) qapi::fail("cannot use stdio: {}", std::strerror(errno));
-  make_raw(in.get(), opts.signal.value_or(true));
-  in_use = true;
-  return std::make_shared<FdChardev>(daemon, id, std::move(in), std::move(out), "stdio");
+  auto saved = make_raw(in.get(), opts.signal.value_or(true));
+  StdioChardev::in_use = true;
+  return std::make_shared<StdioChardev>(daemon, id, std::move(in), std::move(out), saved);
 }
 
 std::shared_ptr<Chardev> chardev_pty_new(Daemon& daemon, const std::string& id,

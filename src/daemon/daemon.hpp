@@ -58,6 +58,10 @@ class Daemon {
   void request_shutdown(qapi::ShutdownCause cause);
   bool shutting_down() const { return shutdown_cause_.has_value(); }
 
+  // Set with --daemonize: standard input and output are /dev/null.
+  bool daemonized() const { return daemonized_; }
+  void set_daemonized() { daemonized_ = true; }
+
   // Run at shutdown, in reverse order of registration.
   void at_shutdown(std::function<void()> fn) { shutdown_hooks_.push_back(std::move(fn)); }
 
@@ -70,6 +74,7 @@ class Daemon {
   std::vector<std::shared_ptr<Monitor>> monitors_;
   std::map<std::string, qapi::ObjectOptions> objects_;
   std::optional<qapi::ShutdownCause> shutdown_cause_;
+  bool daemonized_ = false;
   std::vector<std::function<void()>> shutdown_hooks_;
 };
 

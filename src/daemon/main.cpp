@@ -137,6 +137,7 @@ int main(int argc, char** argv) {
 
   asio::io_context io;
   Daemon daemon(io);
+  if (cl.daemonize) daemon.set_daemonized();
   PidFile pidfile;
 
   asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);

@@ -7,6 +7,7 @@
 #include <ctime>
 
 #include "chardev/backends.hpp"
+#include "daemon/daemon.hpp"
 #include "net/open.hpp"
 #include "qapi/error.hpp"
 
@@ -23,10 +24,23 @@ void Chardev::write(std::string data) {
   backend_write(std::move(data));
 }
 
+void Chardev::close() {
+  close_backend();
+  logfd_.reset();
+  for (int fd : fdset_dups_) fdset_owner_->fdsets().release_dup(fd);
+  fdset_dups_.clear();
+}
+
+void Chardev::track_fdset_dup(Daemon& daemon, int fd) {
+  fdset_owner_ = &daemon;
+  fdset_dups_.push_back(fd);
+}
+
 void Chardev::open_log(Daemon& daemon, const qapi::ChardevCommon& common) {
   if (!common.logfile) return;
   int flags = O_WRONLY | O_CREAT | (common.logappend.value_or(false) ? O_APPEND : O_TRUNC);
   logfd_ = open_path(daemon, *common.logfile, flags, 0666);
+  if (FdSets::is_fdset_path(*common.logfile)) track_fdset_dup(daemon, logfd_.get());
   log_timestamps_ = common.logtimestamp.value_or(false);
 }
 

@@ -89,8 +89,9 @@ class Chardev : public std::enable_shared_from_this<Chardev> {
   virtual void yank() {}
   // Sends what is queued, waiting at most 'limit'.
   virtual boost::asio::awaitable<void> drain(std::chrono::milliseconds) { co_return; }
-  // Stops for good: closes descriptors, removes files the backend created.
-  virtual void close() {}
+  // Stops for good: closes descriptors, removes files the backend created,
+  // and gives back descriptors borrowed from fd sets.
+  void close();
   // What chardev-add returns (the pty path for 'pty').
   virtual qapi::ChardevReturn info() const { return {}; }
   // Tells the frontend of an event (also used by chardev-send-break).
@@ -100,9 +101,13 @@ class Chardev : public std::enable_shared_from_this<Chardev> {
 
   // The logfile options every backend takes (ChardevCommon).
   void open_log(Daemon& daemon, const qapi::ChardevCommon& common);
+  // Descriptors this device got from "/dev/fdset/N" paths; they are given
+  // back to their fd sets when it closes.
+  void track_fdset_dup(Daemon& daemon, int fd);
 
  protected:
   virtual void backend_write(std::string data) = 0;
+  virtual void close_backend() {}
 
   ChardevFrontend* frontend_ = nullptr;
 
@@ -111,6 +116,8 @@ class Chardev : public std::enable_shared_from_this<Chardev> {
 
   std::string id_;
   UniqueFd logfd_;
+  Daemon* fdset_owner_ = nullptr;
+  std::vector<int> fdset_dups_;
   bool log_timestamps_ = false;
   bool log_at_line_start_ = true;
 };

@@ -53,7 +53,7 @@ class FdChardev : public Chardev {
   asio::awaitable<void> drain(std::chrono::milliseconds limit) override {
     if (stream_) co_await stream_->drain(limit);
   }
-  void close() override {
+  void close_backend() override {
     if (stream_) stream_->close();
   }
 
@@ -98,8 +98,8 @@ class StdioChardev final : public FdChardev {
                std::optional<termios> saved)
       : FdChardev(daemon, id, std::move(in), std::move(out), "stdio"), saved_(saved) {}
   ~StdioChardev() override { close(); }
-  void close() override {
-    FdChardev::close();
+  void close_backend() override {
+    FdChardev::close_backend();
     if (saved_) tcsetattr(0, TCSANOW, &*saved_);
     saved_.reset();
     in_use = false;
@@ -132,10 +132,10 @@ class PtyChardev final : public FdChardev {
     co_return;
   }
 
-  void close() override {
+  void close_backend() override {
     closed_ = true;
     poll_.cancel();
-    FdChardev::close();
+    FdChardev::close_backend();
     master_.reset();
     if (link_) ::unlink(link_->c_str());
     link_.reset();
@@ -180,13 +180,30 @@ class PtyChardev final : public FdChardev {
 
 }  // namespace
 
+namespace {
+
+// Descriptors from "/dev/fdset/N" paths go back to their set when the
+// device closes.
+std::shared_ptr<Chardev> tracked(Daemon& daemon, std::shared_ptr<Chardev> chr,
+                                 std::initializer_list<std::pair<const std::string*, int>> opened) {
+  for (auto [path, fd] : opened) {
+    if (path && fd >= 0 && FdSets::is_fdset_path(*path)) chr->track_fdset_dup(daemon, fd);
+  }
+  return chr;
+}
+
+}  // namespace
+
 std::shared_ptr<Chardev> chardev_file_new(Daemon& daemon, const std::string& id,
                                           const qapi::ChardevFile& opts) {
   int flags = O_WRONLY | O_CREAT | (opts.append.value_or(false) ? O_APPEND : O_TRUNC);
   UniqueFd out = open_path(daemon, opts.out, flags, 0666);
   UniqueFd in;
   if (opts.in) in = open_path(daemon, *opts.in, O_RDONLY);
-  return std::make_shared<FdChardev>(daemon, id, std::move(in), std::move(out), "file");
+  int in_fd = in.get(), out_fd = out.get();
+  return tracked(daemon,
+                 std::make_shared<FdChardev>(daemon, id, std::move(in), std::move(out), "file"),
+                 {{&opts.out, out_fd}, {opts.in ? &*opts.in : nullptr, in_fd}});
 }
 
 std::shared_ptr<Chardev> chardev_pipe_new(Daemon& daemon, const std::string& id,
@@ -209,8 +226,11 @@ std::shared_ptr<Chardev> chardev_serial_new(Daemon& daemon, const std::string& i
                                             const qapi::ChardevHostdev& opts, bool parallel) {
   UniqueFd fd = open_path(daemon, opts.device, O_RDWR | O_NONBLOCK | O_NOCTTY);
   if (!parallel) make_raw(fd.get(), false);
-  return std::make_shared<FdChardev>(daemon, id, std::move(fd), UniqueFd{},
-                                     parallel ? "parallel" : "serial");
+  int num = fd.get();
+  return tracked(daemon,
+                 std::make_shared<FdChardev>(daemon, id, std::move(fd), UniqueFd{},
+                                             parallel ? "parallel" : "serial"),
+                 {{&opts.device, num}});
 }
 
 std::shared_ptr<Chardev> chardev_stdio_new(Daemon& daemon, const std::string& id,

@@ -56,7 +56,7 @@ class MuxChardev final : public Chardev, public ChardevFrontend {
   boost::asio::awaitable<void> drain(std::chrono::milliseconds limit) override {
     co_await base_->drain(limit);
   }
-  void close() override {
+  void close_backend() override {
     if (base_ && base_->frontend() == this) base_->detach(this);
   }
 
@@ -121,12 +121,19 @@ class MuxChardev final : public Chardev, public ChardevFrontend {
  protected:
   void backend_write(std::string data) override {
     if (timestamps_) {
+      // Every line starts with the time since timestamps were turned on.
       auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                     std::chrono::steady_clock::now() - start_)
                     .count();
-      data = fmt::format("[{:02}:{:02}:{:02}.{:03}] ", ms / 3600000, ms / 60000 % 60,
-                         ms / 1000 % 60, ms % 1000) +
-             data;
+      std::string stamp = fmt::format("[{:02}:{:02}:{:02}.{:03}] ", ms / 3600000, ms / 60000 % 60,
+                                      ms / 1000 % 60, ms % 1000);
+      std::string out;
+      for (char c : data) {
+        if (line_start_) out += stamp;
+        out.push_back(c);
+        line_start_ = c == '\n';
+      }
+      data = std::move(out);
     }
     base_->write(std::move(data));
   }
@@ -145,6 +152,7 @@ class MuxChardev final : public Chardev, public ChardevFrontend {
   size_t focus_ = 0;
   bool got_escape_ = false;
   bool timestamps_ = false;
+  bool line_start_ = true;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 
@@ -175,7 +183,7 @@ class HubChardev final : public Chardev {
   boost::asio::awaitable<void> drain(std::chrono::milliseconds limit) override {
     for (auto& b : backends_) co_await b->drain(limit);
   }
-  void close() override {
+  void close_backend() override {
     for (size_t i = 0; i < backends_.size(); ++i) {
       if (backends_[i]->frontend() == ports_[i].get()) backends_[i]->detach(ports_[i].get());
     }
@@ -190,14 +198,26 @@ class HubChardev final : public Chardev {
   // The hub's face towards one of its backends.
   struct Port : ChardevFrontend {
     explicit Port(HubChardev* hub) : hub(hub) {}
-    void chr_event(ChrEvent e) override { hub->send_event(e); }
+    // Only the first backend to open and the last to close are news to
+    // the frontend, as in QEMU.
+    void chr_event(ChrEvent e) override {
+      if (e == ChrEvent::opened && open) return;
+      if (e == ChrEvent::closed && !open) return;
+      if (e != ChrEvent::break_) open = e == ChrEvent::opened;
+      int& n = hub->open_count_;
+      if (e == ChrEvent::opened && n++ > 0) return;
+      if (e == ChrEvent::closed && --n > 0) return;
+      hub->send_event(e);
+    }
     void chr_read(std::string_view d, std::vector<UniqueFd> fds) override {
       if (hub->frontend_) hub->frontend_->chr_read(d, std::move(fds));
     }
     bool chr_can_read() override { return hub->frontend_ && hub->frontend_->chr_can_read(); }
     bool chr_idle() override { return !hub->frontend_ || hub->frontend_->chr_idle(); }
     HubChardev* hub;
+    bool open = false;
   };
+  int open_count_ = 0;
 
   std::vector<std::shared_ptr<Chardev>> backends_;
   std::vector<std::unique_ptr<Port>> ports_;

@@ -12,17 +12,17 @@ namespace {
 class RingbufImpl final : public RingbufChardev {
  public:
   RingbufImpl(const std::string& id, size_t size, bool memory)
-      : RingbufChardev(id), buf_(size), memory_(memory) {}
+      : RingbufChardev(id), buf_(new char[size]), size_(size), memory_(memory) {}
 
   std::string filename() const override { return memory_ ? "memory" : "ringbuf"; }
 
   void ring_write(std::string_view data) override {
     for (char c : data) {
-      buf_[(start_ + count_) & (buf_.size() - 1)] = c;
-      if (count_ < buf_.size()) {
+      buf_[(start_ + count_) & (size_ - 1)] = c;
+      if (count_ < size_) {
         ++count_;
       } else {
-        start_ = (start_ + 1) & (buf_.size() - 1);
+        start_ = (start_ + 1) & (size_ - 1);
         lost_ = true;  // the next read may begin inside a character
       }
     }
@@ -34,7 +34,7 @@ class RingbufImpl final : public RingbufChardev {
     out.reserve(size);
     size_t i = 0;
     auto at = [&](size_t k) {
-      return static_cast<unsigned char>(buf_[(start_ + k) & (buf_.size() - 1)]);
+      return static_cast<unsigned char>(buf_[(start_ + k) & (size_ - 1)]);
     };
     if (text && lost_) {
       // Data was lost: continuation bytes at the start belong to a
@@ -58,7 +58,7 @@ class RingbufImpl final : public RingbufChardev {
       }
     }
     for (size_t k = i; k < end; ++k) out.push_back(static_cast<char>(at(k)));
-    start_ = (start_ + end) & (buf_.size() - 1);
+    start_ = (start_ + end) & (size_ - 1);
     count_ -= end;
     lost_ = false;
     return out;
@@ -68,7 +68,9 @@ class RingbufImpl final : public RingbufChardev {
   void backend_write(std::string data) override { ring_write(data); }
 
  private:
-  std::vector<char> buf_;
+  // Not zeroed: the pages of a large ring are only touched as it fills.
+  std::unique_ptr<char[]> buf_;
+  size_t size_;
   size_t start_ = 0;
   size_t count_ = 0;
   bool lost_ = false;
@@ -80,9 +82,10 @@ class RingbufImpl final : public RingbufChardev {
 std::shared_ptr<Chardev> chardev_ringbuf_new(const std::string& id,
                                              const qapi::ChardevRingbuf& opts, bool memory) {
   int64_t size = opts.size.value_or(65536);
-  if (size <= 0 || (size & (size - 1)) != 0 || size > (int64_t{1} << 30)) {
+  if (size <= 0 || (size & (size - 1)) != 0) {
     qapi::fail("size of ringbuf chardev must be power of two");
   }
+  if (size > (int64_t{1} << 30)) qapi::fail("size of ringbuf chardev must be at most 1 GiB");
   return std::make_shared<RingbufImpl>(id, static_cast<size_t>(size), memory);
 }
 

@@ -171,7 +171,7 @@ class SocketChardev final : public Chardev {
     if (session_) co_await session_->drain(limit);
   }
 
-  void close() override {
+  void close_backend() override {
     if (closed_) return;
     closed_ = true;
     if (session_) session_->close();

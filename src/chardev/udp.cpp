@@ -80,7 +80,7 @@ class UdpChardev final : public Chardev {
   }
   std::string filename() const override { return "udp"; }
   void accept_input() override { input_wake_.cancel(); }
-  void close() override {
+  void close_backend() override {
     closed_ = true;
     boost::system::error_code ec;
     sock_.close(ec);

@@ -48,6 +48,7 @@ void Monitor::reset_session() {
 }
 
 void Monitor::chr_event(ChrEvent event) {
+  if (event == ChrEvent::break_) return;  // QMP has no use for a break
   reset_session();
   if (event != ChrEvent::opened) return;
   Json version = Json::object();

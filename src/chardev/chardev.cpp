@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <ctime>
 
 #include "chardev/backends.hpp"
@@ -39,7 +40,14 @@ void Chardev::track_fdset_dup(Daemon& daemon, int fd) {
 void Chardev::open_log(Daemon& daemon, const qapi::ChardevCommon& common) {
   if (!common.logfile) return;
   int flags = O_WRONLY | O_CREAT | (common.logappend.value_or(false) ? O_APPEND : O_TRUNC);
-  logfd_ = open_path(daemon, *common.logfile, flags, 0666);
+  try {
+    logfd_ = open_path(daemon, *common.logfile, flags, 0666);
+  } catch (const qapi::Error& e) {
+    // QEMU words it as creating the log.
+    std::string msg = e.what();
+    if (msg.starts_with("Could not open")) msg.replace(0, 14, "Could not create");
+    throw qapi::Error(msg);
+  }
   if (FdSets::is_fdset_path(*common.logfile)) track_fdset_dup(daemon, logfd_.get());
   log_timestamps_ = common.logtimestamp.value_or(false);
 }

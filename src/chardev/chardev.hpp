@@ -47,6 +47,9 @@ class ChardevFrontend {
   // whether it can move); false when it cannot (QEMU: "does not support
   // chardev hotswap").
   virtual bool chr_be_change(const std::shared_ptr<Chardev>&) { return false; }
+  // Whether this frontend counts as open in query-chardev (a mux only
+  // while it has frontends of its own).
+  virtual bool chr_fe_open() const { return true; }
 };
 
 class Chardev : public std::enable_shared_from_this<Chardev> {

@@ -6,6 +6,8 @@
 #include <map>
 #include <set>
 
+#include <fmt/format.h>
+
 #include "qapi/error.hpp"
 
 namespace vstord {
@@ -30,9 +32,10 @@ const std::set<std::string, std::less<>> kBoolKeys = {
     "telnet",    "tn3270",       "websocket", "mux",      "signal", "append",
     "logappend", "logtimestamp", "tight",     "abstract", "mouse",  "clipboard"};
 
-// Keys QEMU's option parser reads as numbers.
+// Keys QEMU's option parser reads as numbers, and as sizes.
 const std::set<std::string, std::less<>> kNumberKeys = {
-    "to", "reconnect", "reconnect-ms", "size", "width", "height", "cols", "rows"};
+    "to", "reconnect", "reconnect-ms", "width", "height", "cols", "rows"};
+const std::set<std::string, std::less<>> kSizeKeys = {"size"};
 
 bool valid_id(const std::string& id) {
   if (id.empty() || !std::isalpha(static_cast<unsigned char>(id[0]))) return false;
@@ -70,7 +73,71 @@ struct Opts {
     const std::string& v = *get(k);
     if (kBoolKeys.contains(k)) return parse_bool(std::string(k), v);
     if (kNumberKeys.contains(k)) return parse_number(std::string(k), v);
+    if (kSizeKeys.contains(k)) return parse_size(std::string(k), v);
     return v;
+  }
+  // A size with an optional suffix (k, M, G, T, P, E: powers of 1024).
+  static uint64_t parse_size(const std::string& key, const std::string& v) {
+    auto bad = [&]() -> uint64_t {
+      throw qapi::Error(qapi::ErrorClass::GenericError,
+                        fmt::format("Parameter '{}' expects a non-negative number below 2^64", key),
+                        "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, "
+                        "peta-\nand exabytes, respectively.");
+    };
+    if (v.empty() || v[0] == '-' || !std::isdigit(static_cast<unsigned char>(v[0]))) return bad();
+    errno = 0;
+    char* end = nullptr;
+    double d = std::strtod(v.c_str(), &end);
+    unsigned shift = 0;
+    switch (*end) {
+      case '\0': break;
+      case 'b':
+      case 'B':
+        shift = 0;
+        ++end;
+        break;
+      case 'k':
+      case 'K':
+        shift = 10;
+        ++end;
+        break;
+      case 'm':
+      case 'M':
+        shift = 20;
+        ++end;
+        break;
+      case 'g':
+      case 'G':
+        shift = 30;
+        ++end;
+        break;
+      case 't':
+      case 'T':
+        shift = 40;
+        ++end;
+        break;
+      case 'p':
+      case 'P':
+        shift = 50;
+        ++end;
+        break;
+      case 'e':
+      case 'E':
+        shift = 60;
+        ++end;
+        break;
+      default: return bad();
+    }
+    if (*end != '\0') return bad();
+    double total = d * static_cast<double>(uint64_t{1} << shift);
+    if (errno == ERANGE || total >= 18446744073709551616.0) {
+      qapi::fail("Value '{}' is out of range for parameter '{}'", v, key);
+    }
+    if (shift == 0 && v.find_first_of(".eE") == std::string::npos) {
+      // Plain integers are exact beyond double precision.
+      return std::strtoull(v.c_str(), nullptr, 10);
+    }
+    return static_cast<uint64_t>(total);
   }
   static uint64_t parse_number(const std::string& key, const std::string& v) {
     errno = 0;
@@ -167,8 +234,9 @@ Json socket_address(const Opts& o, bool udp) {
 
 }  // namespace
 
-ChardevCliOptions chardev_parse_cli(std::string_view text) {
+ChardevCliOptions chardev_parse_cli(std::string_view text, const ChardevCliWarn& warn) {
   Opts o = parse_opts(text);
+  for (const auto& [message, hint] : o.warnings) warn(message, hint);
   ChardevCliOptions out;
   const std::string* id = o.get("id");
   if (!id) qapi::fail("chardev: no id specified");
@@ -184,6 +252,10 @@ ChardevCliOptions chardev_parse_cli(std::string_view text) {
   std::string type = *backend;
   // Legacy aliases for the socket backend.
   if (type == "tcp" || type == "unix") type = "socket";
+  if (type == "tty" || type == "parport") {
+    std::string modern = type == "tty" ? "serial" : "parallel";
+    warn(fmt::format("The alias '{}' is deprecated, use '{}' instead", type, modern), "");
+  }
   Json data = Json::object();
   common(o, data);
   if (type == "socket") {
@@ -225,11 +297,14 @@ ChardevCliOptions chardev_parse_cli(std::string_view text) {
     if (type == "tty") type = "serial";
     if (type == "parport") type = "parallel";
     const std::string* path = o.get("path");
-    if (!path) qapi::fail("chardev: {}: no device path given", type);
+    if (!path) {
+      qapi::fail("chardev: {}: no device path given", type == "serial" ? "serial/tty" : type);
+    }
     data["device"] = *path;
   } else if (type == "ringbuf" || type == "memory") {
     copy(o, data, "size", "size");
   } else if (type == "mux") {
+    if (!o.has("chardev")) qapi::fail("chardev: mux: no chardev given");
     copy(o, data, "chardev", "chardev");
   } else if (type == "hub") {
     Json list = Json::array();
@@ -252,7 +327,6 @@ ChardevCliOptions chardev_parse_cli(std::string_view text) {
   Json backend_json = {{"type", type}, {"data", data}};
   qapi::Input in;
   qapi::visit_type_ChardevBackend(in, nullptr, backend_json, out.backend);
-  out.warnings = std::move(o.warnings);
   return out;
 }
 

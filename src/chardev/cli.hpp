@@ -2,6 +2,7 @@
 // flag,noflag") mapped onto ChardevBackend, as qemu-storage-daemon reads it.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -15,11 +16,11 @@ struct ChardevCliOptions {
   std::string id;
   qapi::ChardevBackend backend;
   bool mux = false;
-  // Deprecated forms used: {message, hint} for the caller to print.
-  std::vector<std::pair<std::string, std::string>> warnings;
 };
 
-// Throws qapi::Error with QEMU's messages.
-ChardevCliOptions chardev_parse_cli(std::string_view text);
+// Throws qapi::Error with QEMU's messages.  'warn' is told of deprecated
+// forms as they are met, also when the option fails later.
+using ChardevCliWarn = std::function<void(const std::string& message, const std::string& hint)>;
+ChardevCliOptions chardev_parse_cli(std::string_view text, const ChardevCliWarn& warn);
 
 }  // namespace vstord

@@ -13,7 +13,8 @@ namespace qapi {
 std::vector<ChardevInfo> qmp_query_chardev(CommandContext& ctx) {
   std::vector<ChardevInfo> out;
   for (const auto& chr : ctx.daemon.chardevs().qemu_order()) {
-    out.push_back(ChardevInfo{chr->id(), chr->filename(), chr->frontend() != nullptr});
+    bool open = chr->frontend() && chr->frontend()->chr_fe_open();
+    out.push_back(ChardevInfo{chr->id(), chr->filename(), open});
   }
   return out;
 }
@@ -70,8 +71,11 @@ boost::asio::awaitable<ChardevReturn> qmp_chardev_add(CommandContext& ctx, std::
     error = e.what();
   }
   if (!error.empty()) {
-    ctx.daemon.chardevs().remove(id);
+    if (ctx.daemon.chardevs().find(id) == chr) ctx.daemon.chardevs().remove(id);
     fail("Failed to add chardev '{}': {}", id, error);
+  }
+  if (ctx.daemon.chardevs().find(id) != chr) {
+    fail("Failed to add chardev '{}': it was removed while waiting for a client", id);
   }
   co_return chr->info();
 }

@@ -3,7 +3,9 @@
 // reach chardev-add at once) and moves bytes with an FdStream.
 
 #include <fcntl.h>
+#include <linux/ppdev.h>
 #include <pty.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
@@ -225,6 +227,9 @@ std::shared_ptr<Chardev> chardev_pipe_new(Daemon& daemon, const std::string& id,
 std::shared_ptr<Chardev> chardev_serial_new(Daemon& daemon, const std::string& id,
                                             const qapi::ChardevHostdev& opts, bool parallel) {
   UniqueFd fd = open_path(daemon, opts.device, O_RDWR | O_NONBLOCK | O_NOCTTY);
+  if (parallel && ioctl(fd.get(), PPCLAIM) < 0) {
+    qapi::fail("not a parallel port: {}", std::strerror(errno));
+  }
   if (!parallel) make_raw(fd.get(), false);
   int num = fd.get();
   return tracked(daemon,
@@ -236,7 +241,7 @@ std::shared_ptr<Chardev> chardev_serial_new(Daemon& daemon, const std::string& i
 std::shared_ptr<Chardev> chardev_stdio_new(Daemon& daemon, const std::string& id,
                                            const qapi::ChardevStdio& opts) {
   if (StdioChardev::in_use) qapi::fail("cannot use stdio by multiple character devices");
-  if (daemon.daemonized()) qapi::fail("cannot use stdio with --daemonize");
+  if (daemon.daemonized()) qapi::fail("cannot use stdio with -daemonize");
   // Our own copies, so closing the device leaves the process's stdio alone.
   UniqueFd in(fcntl(0, F_DUPFD_CLOEXEC, 0));
   UniqueFd out(fcntl(1, F_DUPFD_CLOEXEC, 0));

@@ -146,8 +146,10 @@ asio::awaitable<void> FdStream::reader(std::shared_ptr<FdStream> self) {
   std::vector<char> buf(kReadChunk);
   while (!self->closed_) {
     ChardevFrontend* fe = self->opts_.frontend ? self->opts_.frontend() : nullptr;
-    if (!fe || !fe->chr_can_read()) {
-      // Nobody to take input, or not now: wait until told.
+    // With no frontend at all, input is read and dropped, so that a peer
+    // that leaves is noticed (a regular input file waits instead); a
+    // frontend that cannot take input now makes the reader wait until told.
+    if ((fe && !fe->chr_can_read()) || (!fe && self->in_file_)) {
       co_await self->input_wake_.async_wait(asio::as_tuple(use_awaitable));
       set_max(self->input_wake_);
       continue;

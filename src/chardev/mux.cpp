@@ -69,6 +69,7 @@ class MuxChardev final : public Chardev, public ChardevFrontend {
     if (chr) base_ = chr;
     return true;
   }
+  bool chr_fe_open() const override { return !fes_.empty(); }
   bool chr_idle() override {
     return std::all_of(fes_.begin(), fes_.end(),
                        [](ChardevFrontend* fe) { return fe->chr_idle(); });

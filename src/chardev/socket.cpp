@@ -158,7 +158,12 @@ class SocketChardev final : public Chardev {
     if (opts_.telnet.value_or(false) && addr.starts_with("tcp:")) addr = "telnet:" + addr.substr(4);
     std::string srv = server_ ? ",server=on" : "";
     if (!connected()) return "disconnected:" + addr + srv;
-    if (addr_.type() == SocketAddressType::inet) return addr + srv + " <-> " + peer_;
+    if (addr_.type() == SocketAddressType::inet) {
+      // A client shows its own end first, as QEMU does.
+      std::string here =
+          server_ ? addr : (opts_.telnet.value_or(false) ? "telnet:" : "tcp:") + local_;
+      return here + srv + " <-> " + peer_;
+    }
     return addr + srv;
   }
 
@@ -257,14 +262,23 @@ class SocketChardev final : public Chardev {
   // A client that reconnects: try, serve while connected, wait, repeat.
   static asio::awaitable<void> reconnect_loop(std::shared_ptr<SocketChardev> self) {
     bool reported = false;
+    bool was_connected = self->connected();
     asio::steady_timer t(self->daemon_.io());
     while (!self->closed_) {
+      if (was_connected && !self->connected()) {
+        // Lost: wait the whole interval before trying again.
+        was_connected = false;
+        t.expires_after(self->reconnect_);
+        co_await t.async_wait(asio::as_tuple(use_awaitable));
+        continue;
+      }
       if (!self->connected()) {
         std::string error;
         try {
           UniqueFd fd = co_await socket_connect_async(self->daemon_.io(), self->addr_, FdContext{});
           if (self->closed_) break;
           self->start_session(fd.release());
+          was_connected = true;
           reported = false;
         } catch (const qapi::Error& e) {
           error = e.what();
@@ -284,9 +298,11 @@ class SocketChardev final : public Chardev {
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
     }
     peer_.clear();
+    local_.clear();
     try {
       if (addr_.type() == SocketAddressType::inet) {
         peer_ = socket_address_to_string(socket_peer_address(fd)).substr(4);
+        local_ = socket_address_to_string(socket_local_address(fd)).substr(4);
       }
     } catch (const qapi::Error&) {
     }
@@ -350,7 +366,7 @@ class SocketChardev final : public Chardev {
   std::pair<dev_t, ino_t> socket_file_{};
   UniqueFd connect_fd_;
   std::shared_ptr<ByteStream> session_;
-  std::string peer_;
+  std::string peer_, local_;
   asio::steady_timer wake_;
   bool closed_ = false;
 };

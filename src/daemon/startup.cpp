@@ -38,11 +38,12 @@ asio::awaitable<void> add_chardev(Daemon& daemon, const CliOption& cli) {
     opts.id = std::move(json.id);
     opts.backend = std::move(json.backend);
   } else {
-    opts = chardev_parse_cli(arg);
-    for (const auto& [message, hint] : opts.warnings) print_warning(cli.as_given, message, hint);
+    opts = chardev_parse_cli(arg, [&](const std::string& message, const std::string& hint) {
+      print_warning(cli.as_given, message, hint);
+    });
   }
   if (daemon.chardevs().contains(opts.id)) {
-    qapi::fail("Duplicate ID '{}' for chardev", opts.id);
+    qapi::fail("attempt to add duplicate property '{}' to object (type 'container')", opts.id);
   }
   // mux=on: the backend gets the id "ID-base" and a mux named ID shares
   // it, as in QEMU.

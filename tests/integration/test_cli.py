@@ -202,7 +202,7 @@ class OptionErrors(CliTestCase):
         self.fails(["--chardev", "socket,id=m0,path=%s/a,server=on,wait=off" % d,
                     "--chardev", "socket,id=m0,path=%s/b,server=on,wait=off" % d],
                    "--chardev socket,id=m0,path=%s/b,server=on,wait=off: "
-                   "Duplicate ID 'm0' for chardev" % d)
+                   "attempt to add duplicate property 'm0' to object (type 'container')" % d)
 
     def test_failed_start_leaves_no_pidfile(self):
         d = self.tmpdir()

@@ -52,6 +52,18 @@ std::shared_ptr<vstord::RingbufChardev> find_ringbuf(CommandContext& ctx,
   return rb;
 }
 
+// Starts a new backend; its error, or empty.  (No co_await inside a
+// catch block: the language forbids it.)
+boost::asio::awaitable<std::string> open_backend(vstord::Chardev& chr) {
+  std::string error;
+  try {
+    co_await chr.open();
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  co_return error;
+}
+
 }  // namespace
 
 boost::asio::awaitable<ChardevReturn> qmp_chardev_add(CommandContext& ctx, std::string id,
@@ -64,12 +76,7 @@ boost::asio::awaitable<ChardevReturn> qmp_chardev_add(CommandContext& ctx, std::
     fail("Failed to add chardev '{}': {}", id, e.what());
   }
   ctx.daemon.chardevs().add(chr);
-  std::string error;
-  try {
-    co_await chr->open();
-  } catch (const Error& e) {
-    error = e.what();
-  }
+  std::string error = co_await open_backend(*chr);
   if (!error.empty()) {
     if (ctx.daemon.chardevs().find(id) == chr) ctx.daemon.chardevs().remove(id);
     fail("Failed to add chardev '{}': {}", id, error);
@@ -90,12 +97,7 @@ boost::asio::awaitable<ChardevReturn> qmp_chardev_change(CommandContext& ctx, st
   // stays as it was.
   std::shared_ptr<vstord::Chardev> chr =
       vstord::chardev_new(ctx.daemon, id, backend, monitor_fds(ctx));
-  std::string error;
-  try {
-    co_await chr->open();
-  } catch (const Error& e) {
-    error = e.what();
-  }
+  std::string error = co_await open_backend(*chr);
   if (!error.empty()) {
     chr->close();
     fail("{}", error);

@@ -15,6 +15,7 @@ import tempfile
 import time
 import unittest
 
+from daemon import Daemon, monitor_args
 from qmp import QMPClient
 
 
@@ -183,3 +184,25 @@ def daemon_fds(daemon):
 
 def is_greeting(msg):
     return isinstance(msg, dict) and "QMP" in msg and "capabilities" in msg["QMP"]
+
+
+NOT_NEGOTIATED = "Expecting capabilities negotiation with 'qmp_capabilities'"
+
+
+def read_file(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class ChardevTestCase(unittest.TestCase):
+    """A daemon with a control monitor per test, cleaned up with it."""
+
+    def start(self, args, **kw):
+        d = Daemon(monitor_args() + args, **kw)
+        self.addCleanup(d.stop)
+        return d
+
+    def control(self, d):
+        c = d.qmp()
+        self.addCleanup(c.close)
+        return c

@@ -13,30 +13,12 @@ import time
 import tty
 import unittest
 
-from chardev_helpers import (Peer, backend, chardevs, daemon_fds, fd_client, free_udp_port,
+from chardev_helpers import (NOT_NEGOTIATED, ChardevTestCase, read_file, Peer, backend, chardevs, daemon_fds, fd_client, free_udp_port,
                              is_greeting, requires, tmpdir)
 from daemon import Daemon, monitor_args, wait_for
 from qmp import QMPClient
 
-NOT_NEGOTIATED = "Expecting capabilities negotiation with 'qmp_capabilities'"
-
-
-def read_file(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-class Base(unittest.TestCase):
-    def start(self, args, **kw):
-        d = Daemon(monitor_args() + args, **kw)
-        self.addCleanup(d.stop)
-        return d
-
-    def control(self, d):
-        c = d.qmp()
-        self.addCleanup(c.close)
-        return c
-
+class Base(ChardevTestCase):
     def talk(self, q, id_):
         """Negotiates and runs query-version on a freshly greeted client."""
         self.assertTrue(is_greeting(q.greeting()))

@@ -19,30 +19,12 @@ import time
 import unittest
 from datetime import datetime, timezone
 
-from chardev_helpers import (Peer, chardevs, ipv6_loopback, is_greeting, read_quiet, requires,
+from chardev_helpers import (NOT_NEGOTIATED, ChardevTestCase, read_file, Peer, chardevs, ipv6_loopback, is_greeting, read_quiet, requires,
                              socket_server, tmpdir)
 from daemon import Daemon, free_port, monitor_args, wait_for
 from qmp import QMPClient
 
-NOT_NEGOTIATED = "Expecting capabilities negotiation with 'qmp_capabilities'"
-
-
-def read_file(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-class Base(unittest.TestCase):
-    def start(self, args, **kw):
-        d = Daemon(monitor_args() + args, **kw)
-        self.addCleanup(d.stop)
-        return d
-
-    def control(self, d):
-        c = d.qmp()
-        self.addCleanup(c.close)
-        return c
-
+class Base(ChardevTestCase):
     def client(self, c):
         self.addCleanup(c.close)
         return c

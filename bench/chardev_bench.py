@@ -14,13 +14,11 @@ import argparse
 import base64
 import json
 import os
-import shutil
-import signal
 import socket
 import statistics
-import subprocess
-import tempfile
 import time
+
+from benchlib import add_daemon_options, running_daemon, status_kib
 
 KINDS = {
     "null": lambda d, i: {"type": "null", "data": {}},
@@ -76,27 +74,10 @@ class Monitor:
         return time.perf_counter() - t0
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def run_once(binary, count, ring_mib):
-    tmp = tempfile.mkdtemp(prefix="chardev-bench-")
-    pidfile = os.path.join(tmp, "pid")
-    proc = subprocess.Popen([binary, "--chardev", f"socket,id=m0,path={tmp}/m.sock,server=on,wait=off",
-                             "--monitor", "m0", "--pidfile", pidfile],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while not os.path.exists(pidfile):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{binary} did not start")
-            time.sleep(0.01)
+    monitor = lambda tmp: ["--chardev", f"socket,id=m0,path={tmp}/m.sock,server=on,wait=off",
+                           "--monitor", "m0"]
+    with running_daemon(binary, monitor) as (proc, tmp):
         mon = Monitor(f"{tmp}/m.sock")
         out = {}
         for kind, backend in KINDS.items():
@@ -104,7 +85,7 @@ def run_once(binary, count, ring_mib):
                                                               "backend": backend(tmp, i)}}
                     for i in range(count)]
             t_add = mon.pipelined(adds)
-            rss = rss_kib(proc.pid)
+            rss = status_kib(proc.pid, "VmRSS")
             removes = [{"execute": "chardev-remove", "arguments": {"id": f"{kind}{i}"}}
                        for i in range(count)]
             t_remove = mon.pipelined(removes)
@@ -125,20 +106,11 @@ def run_once(binary, count, ring_mib):
         out["ringbuf_io"] = {"mib_per_s": ring_mib * 2 / t}
         mon.sock.close()
         return out
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--vstord", default=os.path.join(here, "..", "build", "release", "vstord"))
-    ap.add_argument("--qsd", default=shutil.which("qemu-storage-daemon"))
+    add_daemon_options(ap)
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--ring-mib", type=int, default=4,

@@ -13,42 +13,24 @@ median is quoted.
 """
 
 import argparse
-import os
 import selectors
-import shutil
-import signal
 import socket
 import statistics
-import subprocess
-import tempfile
 import time
+
+from benchlib import add_daemon_options, running_daemon, status_kib
 
 REQ = b'{"execute":"query-version"}\n'
 
 
-def start(binary, n, tmp):
-    args = [binary]
-    for i in range(n):
-        args += ["--chardev", f"socket,id=m{i},path={tmp}/m{i}.sock,server=on,wait=off",
-                 "--monitor", f"chardev=m{i}"]
-    pidfile = os.path.join(tmp, "pid")
-    args += ["--pidfile", pidfile]
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not os.path.exists(pidfile):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{binary} did not start")
-        time.sleep(0.01)
-    return proc
-
-
-def rss_peak_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
+def monitor_args(n):
+    def args(tmp):
+        out = []
+        for i in range(n):
+            out += ["--chardev", f"socket,id=m{i},path={tmp}/m{i}.sock,server=on,wait=off",
+                    "--monitor", f"chardev=m{i}"]
+        return out
+    return args
 
 
 class Conn:
@@ -97,9 +79,7 @@ class Conn:
 
 
 def run_once(binary, monitors, requests, window):
-    tmp = tempfile.mkdtemp(prefix="qmp-bench-")
-    proc = start(binary, monitors, tmp)
-    try:
+    with running_daemon(binary, monitor_args(monitors)) as (proc, tmp):
         conns = [Conn(f"{tmp}/m{i}.sock", requests, window) for i in range(monitors)]
         sel = selectors.DefaultSelector()
         for c in conns:
@@ -122,7 +102,7 @@ def run_once(binary, monitors, requests, window):
                     c.pump_send()
         elapsed = time.perf_counter() - t0
         lat = sorted(l for c in conns for l in c.lat)
-        rss = rss_peak_kib(proc.pid)
+        rss = status_kib(proc.pid, "VmHWM")
         for c in conns:
             c.sock.close()
         return {
@@ -131,20 +111,11 @@ def run_once(binary, monitors, requests, window):
             "p99_us": lat[int(len(lat) * 0.99)] * 1e6,
             "rss_mib": rss / 1024,
         }
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--vstord", default=os.path.join(here, "..", "build", "release", "vstord"))
-    ap.add_argument("--qsd", default=shutil.which("qemu-storage-daemon"))
+    add_daemon_options(ap)
     ap.add_argument("--monitors", type=int, default=16)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--window", type=int, default=8)

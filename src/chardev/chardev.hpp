@@ -95,6 +95,8 @@ class Chardev : public std::enable_shared_from_this<Chardev> {
   // Stops for good: closes descriptors, removes files the backend created,
   // and gives back descriptors borrowed from fd sets.
   void close();
+  // Whether chardev-change may replace this device (not a mux, as in QEMU).
+  virtual bool replaceable() const { return true; }
   // What chardev-add returns (the pty path for 'pty').
   virtual qapi::ChardevReturn info() const { return {}; }
   // Tells the frontend of an event (also used by chardev-send-break).

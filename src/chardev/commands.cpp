@@ -90,7 +90,7 @@ boost::asio::awaitable<ChardevReturn> qmp_chardev_add(CommandContext& ctx, std::
 boost::asio::awaitable<ChardevReturn> qmp_chardev_change(CommandContext& ctx, std::string id,
                                                          ChardevBackend backend) {
   auto old = find_chardev(ctx, id, "Chardev '{}' does not exist");
-  if (old->filename() == "mux") fail("Mux device hotswap not supported yet");
+  if (!old->replaceable()) fail("Mux device hotswap not supported yet");
   vstord::ChardevFrontend* fe = old->frontend();
   if (fe && !fe->chr_be_change(nullptr)) fail("Chardev user does not support chardev hotswap");
   // The new backend is made and started first: if that fails, the old one

@@ -50,6 +50,7 @@ class MuxChardev final : public Chardev, public ChardevFrontend {
   }
 
   std::string filename() const override { return "mux"; }
+  bool replaceable() const override { return false; }
   bool connected() const override { return base_->connected(); }
   size_t pending_output() const override { return base_->pending_output(); }
   void accept_input() override { base_->accept_input(); }

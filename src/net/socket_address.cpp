@@ -18,6 +18,7 @@
 #include <memory>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -314,50 +315,18 @@ ListeningSocket socket_listen(const SocketAddress& addr, const FdContext& ctx, i
 }
 
 UniqueFd socket_connect(const SocketAddress& addr, const FdContext& ctx) {
-  switch (addr.type()) {
-    case SocketAddressType::q_unix: {
-      const auto& u = addr.get<SocketAddressType::q_unix>();
-      UnixAddr ua = unix_sockaddr(u);
-      UniqueFd fd = new_socket(AF_UNIX, SOCK_STREAM, 0);
-      if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&ua.sa), ua.len) < 0) {
-        fail_errno(errno, fmt::format("Failed to connect to '{}'", u.path));
-      }
-      return fd;
-    }
-    case SocketAddressType::inet: {
-      const auto& in = addr.get<SocketAddressType::inet>();
-      AddrInfoPtr res = inet_resolve(in, false, in.port);
-      int saved = 0;
-      for (addrinfo* ai = res.get(); ai; ai = ai->ai_next) {
-        bool mptcp = in.mptcp.value_or(false);
-        int fdn = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
-                           mptcp ? IPPROTO_MPTCP : ai->ai_protocol);
-        if (fdn < 0) {
-          saved = errno;
-          continue;
-        }
-        UniqueFd fd(fdn);
-        if (::connect(fdn, ai->ai_addr, ai->ai_addrlen) < 0) {
-          saved = errno;
-          continue;
-        }
-        set_keepalive(fdn, in);
-        return fd;
-      }
-      fail_errno(saved, fmt::format("Failed to connect to '{}:{}'", in.host, in.port));
-    }
-    case SocketAddressType::vsock: {
-      sockaddr_vm svm = vsock_sockaddr(addr.get<SocketAddressType::vsock>());
-      UniqueFd fd = new_socket(AF_VSOCK, SOCK_STREAM, 0);
-      if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&svm), sizeof(svm)) < 0) {
-        fail_errno(errno, "Failed to connect to vsock server");
-      }
-      return fd;
-    }
-    case SocketAddressType::fd:
-      return socket_fd_from_address(addr.get<SocketAddressType::fd>().str, ctx);
-  }
-  qapi::fail("unknown address type");
+  // The asynchronous connect, run to completion on a private loop.
+  boost::asio::io_context io;
+  UniqueFd out;
+  std::exception_ptr error;
+  boost::asio::co_spawn(io, socket_connect_async(io, addr, ctx),
+                        [&](std::exception_ptr e, UniqueFd fd) {
+                          error = e;
+                          out = std::move(fd);
+                        });
+  io.run();
+  if (error) std::rethrow_exception(error);
+  return out;
 }
 
 namespace {

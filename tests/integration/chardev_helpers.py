@@ -15,7 +15,7 @@ import tempfile
 import time
 import unittest
 
-from daemon import Daemon, monitor_args
+from daemon import Daemon, ipv6_loopback, monitor_args  # noqa: F401 (re-exported)
 from qmp import QMPClient
 
 
@@ -153,15 +153,6 @@ def free_udp_port(host="127.0.0.1"):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 def tmpdir(test):

@@ -138,3 +138,12 @@ def two_monitors(test):
     test.addCleanup(a.close)
     test.addCleanup(b.close)
     return d, a, b
+
+
+def ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False

@@ -311,6 +311,14 @@ class Telnet(Base):
         self.assertTrue(chardevs(c)["t"]["filename"].startswith(
             "telnet:127.0.0.1:%d,server=on <-> 127.0.0.1:" % self.port))
 
+    def negotiated(self):
+        """A telnet client past the negotiation and in QMP command mode."""
+        q = self.connect()
+        read_quiet(q, 0.3)
+        q.send_raw(b'{"execute":"qmp_capabilities"}')
+        self.assertEqual(q.read_reply(), {"return": {}})
+        return q
+
     def test_iac_sequences_are_stripped(self):
         q = self.connect()
         read_quiet(q, 0.3)
@@ -334,10 +342,7 @@ class Telnet(Base):
         plain = self.control(self.d)
         plain.send_raw(b'{"execute":\xff{"execute":"query-version","id":"ff"}')
         want = [plain.read_msg(), plain.read_msg()]
-        q = self.connect()
-        read_quiet(q, 0.3)
-        q.send_raw(b'{"execute":"qmp_capabilities"}')
-        self.assertEqual(q.read_reply(), {"return": {}})
+        q = self.negotiated()
         q.send_raw(b'{"execute":\xff\xff{"execute":"query-version","id":"ff"}')
         self.assertEqual([q.read_msg(), q.read_msg()], want)
         self.assertEqual(want[1]["id"], "ff")
@@ -345,10 +350,7 @@ class Telnet(Base):
     # IAC BRK is a break, which QMP ignores, as in qemu-storage-daemon 7.2.
     # (Regression test: it used to reset the session; fixed in 635b067.)
     def test_telnet_break_keeps_the_session(self):
-        q = self.connect()
-        read_quiet(q, 0.3)
-        q.send_raw(b'{"execute":"qmp_capabilities"}')
-        self.assertEqual(q.read_reply(), {"return": {}})
+        q = self.negotiated()
         q.send_raw(b'\xff\xf3{"execute":"query-version","id":"brk"}')
         self.assertIn("return", q.read_reply())
 

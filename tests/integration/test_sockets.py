@@ -22,17 +22,8 @@ import time
 import unittest
 import uuid
 
-from daemon import VSTORD, Daemon, free_port, monitor_args, wait_for
+from daemon import VSTORD, Daemon, free_port, ipv6_loopback, monitor_args, wait_for
 from qmp import QMPClient
-
-
-def ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 def run_failing(args, pass_fds=(), timeout=10):

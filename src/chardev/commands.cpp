@@ -27,16 +27,6 @@ std::vector<ChardevBackendInfo> qmp_query_chardev_backends(CommandContext&) {
 
 namespace {
 
-// Descriptors are looked up by name among those this monitor got with
-// getfd (numbers are refused in a monitor command).
-vstord::FdContext monitor_fds(CommandContext& ctx) {
-  vstord::FdContext fds;
-  if (vstord::Monitor* mon = ctx.monitor) {
-    fds.take_named = [mon](const std::string& name) { return mon->take_fd(name); };
-  }
-  return fds;
-}
-
 std::shared_ptr<vstord::Chardev> find_chardev(CommandContext& ctx, const std::string& id,
                                               const char* missing) {
   auto chr = ctx.daemon.chardevs().find(id);
@@ -71,7 +61,7 @@ boost::asio::awaitable<ChardevReturn> qmp_chardev_add(CommandContext& ctx, std::
   if (ctx.daemon.chardevs().contains(id)) fail("Chardev with id '{}' already exists", id);
   std::shared_ptr<vstord::Chardev> chr;
   try {
-    chr = vstord::chardev_new(ctx.daemon, id, backend, monitor_fds(ctx));
+    chr = vstord::chardev_new(ctx.daemon, id, backend, vstord::monitor_fd_context(ctx));
   } catch (const Error& e) {
     fail("Failed to add chardev '{}': {}", id, e.what());
   }
@@ -96,7 +86,7 @@ boost::asio::awaitable<ChardevReturn> qmp_chardev_change(CommandContext& ctx, st
   // The new backend is made and started first: if that fails, the old one
   // stays as it was.
   std::shared_ptr<vstord::Chardev> chr =
-      vstord::chardev_new(ctx.daemon, id, backend, monitor_fds(ctx));
+      vstord::chardev_new(ctx.daemon, id, backend, vstord::monitor_fd_context(ctx));
   std::string error = co_await open_backend(*chr);
   if (!error.empty()) {
     chr->close();

@@ -8,6 +8,7 @@
 
 #include <chrono>
 
+#include "export/nbd/server.hpp"
 #include "monitor/monitor.hpp"
 #include "qapi-events.hpp"
 #include "qapi/event.hpp"
@@ -26,6 +27,7 @@ const char* DaemonVersion::package() {
 }
 
 Daemon::Daemon(asio::io_context& io) : io_(io) {
+  nbd::register_export_driver(*this);
   qapi::set_event_sink([this](std::string_view name, const std::optional<Json>& data) {
     // One timestamp for every monitor: taken when the event happens.
     auto now = std::chrono::system_clock::now().time_since_epoch();
@@ -40,7 +42,17 @@ Daemon::Daemon(asio::io_context& io) : io_(io) {
 
 Daemon::~Daemon() {
   qapi::set_event_sink(nullptr);
+  close_block_layer();
   chardevs_.close_all();
+}
+
+void Daemon::close_block_layer() {
+  // Sessions first (their threads stop), then exports and nodes.
+  if (nbd_server_) nbd_server_->stop();
+  exports_.shutdown_all();
+  iothreads_.stop_all();
+  nbd_server_.reset();
+  block_.close_all();
 }
 
 void Daemon::add_object(qapi::ObjectOptions opts) {
@@ -52,6 +64,7 @@ void Daemon::add_object(qapi::ObjectOptions opts) {
   if (objects_.contains(opts.id)) {
     qapi::fail("attempt to add duplicate property '{}' to object (type 'container')", opts.id);
   }
+  if (type == T::iothread) iothreads_.add(opts.id);
   std::string id = opts.id;
   objects_.emplace(std::move(id), std::move(opts));
 }
@@ -85,6 +98,7 @@ asio::awaitable<void> Daemon::shutdown_sequence() {
     if (left.count() > 0) co_await chr->drain(left);
   }
   for (auto it = shutdown_hooks_.rbegin(); it != shutdown_hooks_.rend(); ++it) (*it)();
+  if (nbd_server_) nbd_server_->stop();
   chardevs_.close_all();
   io_.stop();
 }

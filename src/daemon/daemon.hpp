@@ -16,13 +16,19 @@
 #include <string>
 #include <vector>
 
+#include "block/block.hpp"
 #include "chardev/chardev.hpp"
+#include "daemon/iothread.hpp"
+#include "export/export.hpp"
 #include "net/fdsets.hpp"
 #include "qapi-types.hpp"
 
 namespace vstord {
 
 class Monitor;
+namespace nbd {
+class Server;
+}
 
 // The version the daemon reports, and the QEMU QAPI level whose wire
 // behaviour it follows (see README).
@@ -43,6 +49,12 @@ class Daemon {
   boost::asio::io_context& io() { return io_; }
   FdSets& fdsets() { return fdsets_; }
   ChardevRegistry& chardevs() { return chardevs_; }
+  BlockGraph& block() { return block_; }
+  ExportRegistry& exports() { return exports_; }
+  IoThreads& iothreads() { return iothreads_; }
+  // The NBD server, when started.
+  std::shared_ptr<nbd::Server> nbd_server() const { return nbd_server_; }
+  void set_nbd_server(std::shared_ptr<nbd::Server> server) { nbd_server_ = std::move(server); }
 
   // User-created objects (--object, object-add), by id.
   void add_object(qapi::ObjectOptions opts);
@@ -67,10 +79,16 @@ class Daemon {
 
  private:
   boost::asio::awaitable<void> shutdown_sequence();
+  void close_block_layer();
 
   boost::asio::io_context& io_;
   FdSets fdsets_;
   ChardevRegistry chardevs_;
+  // Declared so that teardown runs exports, then nodes, then threads.
+  IoThreads iothreads_;
+  BlockGraph block_{*this};
+  ExportRegistry exports_{*this};
+  std::shared_ptr<nbd::Server> nbd_server_;
   std::vector<std::shared_ptr<Monitor>> monitors_;
   std::map<std::string, qapi::ObjectOptions> objects_;
   std::optional<qapi::ShutdownCause> shutdown_cause_;

@@ -3,6 +3,7 @@
 #include "chardev/cli.hpp"
 #include "daemon/daemon.hpp"
 #include "daemon/keyval.hpp"
+#include "export/nbd/server.hpp"
 #include "monitor/monitor.hpp"
 #include "qapi/error.hpp"
 
@@ -97,15 +98,17 @@ asio::awaitable<void> run_option(Daemon& daemon, const CliOption& opt) {
   } else if (opt.name == "object") {
     add_object(daemon, opt.arg);
   } else if (opt.name == "blockdev") {
-    // Checked against the schema now; carried out once block nodes exist.
-    parse_typed<qapi::BlockdevOptions>(opt.arg, "driver", qapi::visit_type_BlockdevOptions);
-    qapi::fail("block nodes are not available in this version of vstord");
+    auto opts =
+        parse_typed<qapi::BlockdevOptions>(opt.arg, "driver", qapi::visit_type_BlockdevOptions);
+    co_await daemon.block().add(opts);
   } else if (opt.name == "export") {
-    parse_typed<qapi::BlockExportOptions>(opt.arg, "type", qapi::visit_type_BlockExportOptions);
-    qapi::fail("block exports are not available in this version of vstord");
+    auto opts =
+        parse_typed<qapi::BlockExportOptions>(opt.arg, "type", qapi::visit_type_BlockExportOptions);
+    co_await daemon.exports().add(opts);
   } else if (opt.name == "nbd-server") {
-    parse_typed<qapi::NbdServerOptions>(opt.arg, nullptr, qapi::visit_type_NbdServerOptions);
-    qapi::fail("the NBD server is not available in this version of vstord");
+    auto opts =
+        parse_typed<qapi::NbdServerOptions>(opt.arg, nullptr, qapi::visit_type_NbdServerOptions);
+    nbd::server_start(daemon, opts, FdContext{});
   } else {
     qapi::fail("unknown option --{}", opt.name);
   }

@@ -177,4 +177,12 @@ UniqueFd Monitor::take_received_fd() {
   return fd;
 }
 
+FdContext monitor_fd_context(qapi::CommandContext& ctx) {
+  FdContext fds;
+  if (Monitor* mon = ctx.monitor) {
+    fds.take_named = [mon](const std::string& name) { return mon->take_fd(name); };
+  }
+  return fds;
+}
+
 }  // namespace vstord

@@ -22,7 +22,9 @@
 
 #include "chardev/chardev.hpp"
 #include "monitor/json_stream.hpp"
+#include "net/socket_address.hpp"
 #include "qapi-types.hpp"
+#include "qapi/dispatch.hpp"
 #include "util/unique_fd.hpp"
 
 namespace vstord {
@@ -98,5 +100,10 @@ class Monitor final : public ChardevFrontend, public std::enable_shared_from_thi
   bool stopped_ = false;
   bool busy_ = false;  // an in-band command is running
 };
+
+// For SocketAddress 'fd' in a command: descriptors are looked up by name
+// among those the command's monitor got with getfd (numbers are refused
+// inside a monitor command).
+FdContext monitor_fd_context(qapi::CommandContext& ctx);
 
 }  // namespace vstord

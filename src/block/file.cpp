@@ -1,0 +1,332 @@
+// The file and host_device drivers: a regular file or a block device,
+// with QEMU's image locking (OFD locks on the bytes QEMU uses, so that
+// vstord, QEMU and qemu-img see each other's locks).
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "block/aio.hpp"
+#include "block/block.hpp"
+#include "net/open.hpp"
+#include "qapi/error.hpp"
+#include "util/unique_fd.hpp"
+
+namespace vstord {
+
+namespace {
+
+// QEMU's lock layout (block/file-posix.c): byte 100 + bit is held by
+// whoever has that permission, byte 200 + bit by whoever does not share
+// it.
+constexpr off_t kLockPermBase = 100;
+constexpr off_t kLockSharedBase = 200;
+const char* const kLockNames[] = {"consistent read", "write", "write unchanged", "resize"};
+
+int ofd_lock(int fd, off_t byte, short type) {
+  struct flock fl {};
+  fl.l_whence = SEEK_SET;
+  fl.l_start = byte;
+  fl.l_len = 1;
+  fl.l_type = type;
+  return fcntl(fd, F_OFD_SETLK, &fl) == 0 ? 0 : -errno;
+}
+
+// Whether someone else holds a lock that conflicts with an exclusive one
+// on byte.
+bool ofd_locked_by_other(int fd, off_t byte) {
+  struct flock fl {};
+  fl.l_whence = SEEK_SET;
+  fl.l_start = byte;
+  fl.l_len = 1;
+  fl.l_type = F_WRLCK;
+  if (fcntl(fd, F_OFD_GETLK, &fl) < 0) return false;
+  return fl.l_type != F_UNLCK;
+}
+
+class FileNode final : public BlockNode {
+ public:
+  FileNode(qapi::BlockdevOptions options, std::string name)
+      : BlockNode(std::move(options), std::move(name)) {}
+
+  Task<void> open(Daemon& daemon) {
+    const auto& o = options_.driver() == qapi::BlockdevDriver::file
+                        ? options_.get<qapi::BlockdevDriver::file>()
+                        : options_.get<qapi::BlockdevDriver::host_device>();
+    path_ = o.filename;
+    if (path_.empty()) {
+      qapi::fail("The '{}' block driver requires a file name", driver_name());
+    }
+    if (o.pr_manager) qapi::fail("pr-manager is not supported");
+    auto aio = o.aio.value_or(qapi::BlockdevAioOptions::threads);
+    if (aio == qapi::BlockdevAioOptions::native && !cache_direct_) {
+      qapi::fail(
+          "aio=native was specified, but it requires cache.direct=on, which was not "
+          "specified.");
+    }
+    // Linux AIO and io_uring both submit without a thread; io_uring is the
+    // one this build uses for both.
+    engine_ = aio == qapi::BlockdevAioOptions::threads ? AioEngine::threads : AioEngine::io_uring;
+    if (engine_ == AioEngine::io_uring) {
+      std::string why;
+      if (!io_uring_available(&why)) qapi::fail("Unable to use io_uring: {}", why);
+    }
+    locking_ = o.locking.value_or(qapi::OnOffAuto::q_auto) != qapi::OnOffAuto::off;
+
+    int flags = O_CLOEXEC | (cache_direct_ ? O_DIRECT : 0);
+    bool auto_ro = options_.auto_read_only.value_or(false);
+    if (read_only_) {
+      fd_ = open_path(daemon, path_, flags | O_RDONLY);
+    } else if (auto_ro) {
+      try {
+        fd_ = open_path(daemon, path_, flags | O_RDWR);
+      } catch (const qapi::Error&) {
+        fd_ = open_path(daemon, path_, flags | O_RDONLY);
+        read_only_ = true;
+      }
+    } else {
+      fd_ = open_path(daemon, path_, flags | O_RDWR);
+    }
+
+    struct stat st;
+    if (fstat(fd_.get(), &st) < 0) qapi::fail("Could not stat '{}': {}", path_, strerror(errno));
+    is_device_ = S_ISBLK(st.st_mode) || S_ISCHR(st.st_mode);
+    if (options_.driver() == qapi::BlockdevDriver::host_device && !is_device_) {
+      qapi::fail("'host_device' driver requires '{}' to be either a character or block device",
+                 path_);
+    }
+    if (options_.driver() == qapi::BlockdevDriver::file && !S_ISREG(st.st_mode)) {
+      qapi::fail("'file' driver requires '{}' to be a regular file", path_);
+    }
+    set_size(current_size());
+    co_return;
+  }
+
+  // ---- data path -------------------------------------------------------------
+  Task<int> do_read(uint64_t offset, IoVec iov, uint32_t) override {
+    uint64_t want = 0;
+    for (const auto& v : iov) want += v.iov_len;
+    uint64_t done = 0;
+    while (done < want) {
+      int64_t r = co_await aio_preadv(engine_, fd_.get(), iov, offset + done);
+      if (r < 0) co_return int(r);
+      if (r == 0) {
+        // Past the end of the file (it shrank underneath us): zeroes.
+        zero_tail(iov, done);
+        break;
+      }
+      done += r;
+      if (done < want) {
+        // A short read: go on with the rest (rare; copy the vector).
+        std::vector<iovec> rest = skip(iov, done);
+        int ret = co_await do_read(offset + done, rest, 0);
+        co_return ret;
+      }
+    }
+    co_return 0;
+  }
+
+  Task<int> do_write(uint64_t offset, IoVec iov, uint32_t flags) override {
+    uint64_t want = 0;
+    for (const auto& v : iov) want += v.iov_len;
+    int64_t r = co_await aio_pwritev(engine_, fd_.get(), iov, offset, flags & kReqFua);
+    if (r < 0) co_return int(r);
+    if (uint64_t(r) < want) {
+      std::vector<iovec> rest = skip(iov, r);
+      co_return co_await do_write(offset + r, rest, flags);
+    }
+    co_return 0;
+  }
+
+  Task<int> do_flush() override {
+    int64_t r = co_await aio_fdatasync(engine_, fd_.get());
+    co_return r < 0 ? int(r) : 0;
+  }
+
+  Task<int> do_discard(uint64_t offset, uint64_t bytes) override {
+    int fd = fd_.get();
+    bool dev = is_device_;
+    int64_t r = co_await run_in_worker([=]() -> int64_t {
+      if (dev) {
+        uint64_t range[2] = {offset, bytes};
+        return ioctl(fd, BLKDISCARD, range) < 0 ? -errno : 0;
+      }
+      return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(offset),
+                       off_t(bytes)) < 0
+                 ? -errno
+                 : 0;
+    });
+    // Discard is advisory: a file system without hole punching is fine.
+    co_return (r == -EOPNOTSUPP || r == -ENOTSUP) ? 0 : int(r);
+  }
+
+  Task<int> do_write_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) override {
+    int fd = fd_.get();
+    bool dev = is_device_;
+    bool unmap = flags & kReqMayUnmap;
+    int64_t r = co_await run_in_worker([=]() -> int64_t {
+      if (dev) {
+        uint64_t range[2] = {offset, bytes};
+        return ioctl(fd, BLKZEROOUT, range) < 0 ? -errno : 0;
+      }
+      if (unmap && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(offset),
+                             off_t(bytes)) == 0) {
+        return 0;
+      }
+      if (fallocate(fd, FALLOC_FL_ZERO_RANGE, off_t(offset), off_t(bytes)) == 0) return 0;
+      // tmpfs has no ZERO_RANGE: punch the hole, then allocate it again.
+      if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(offset), off_t(bytes)) ==
+          0) {
+        // Allocating again is best effort: the range reads zeroes either way.
+        if (!unmap) (void)fallocate(fd, FALLOC_FL_KEEP_SIZE, off_t(offset), off_t(bytes));
+        return 0;
+      }
+      return -ENOTSUP;
+    });
+    if (r == -ENOTSUP || r == -EOPNOTSUPP || r == -EINVAL) {
+      co_return co_await BlockNode::do_write_zeroes(offset, bytes, flags);
+    }
+    if (r == 0 && (flags & kReqFua)) co_return co_await do_flush();
+    co_return int(r);
+  }
+
+  Task<int> do_cache(uint64_t offset, uint64_t bytes) override {
+    int fd = fd_.get();
+    co_return int(co_await run_in_worker([=]() -> int64_t {
+      int r = posix_fadvise(fd, off_t(offset), off_t(bytes), POSIX_FADV_WILLNEED);
+      return -r;
+    }));
+  }
+
+  Task<BlockStatus> do_block_status(uint64_t offset, uint64_t bytes) override {
+    // SEEK_DATA / SEEK_HOLE answer from the file system's metadata.
+    BlockStatus st{kStatusData | kStatusAllocated, bytes, 1};
+    if (is_device_) co_return st;
+    off_t data = lseek(fd_.get(), off_t(offset), SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) {  // no data after offset: a hole to the end
+        st.flags = kStatusZero | kStatusAllocated;
+      }
+      co_return st;
+    }
+    if (uint64_t(data) > offset) {
+      st.flags = kStatusZero | kStatusAllocated;
+      st.bytes = std::min<uint64_t>(bytes, data - offset);
+      co_return st;
+    }
+    off_t hole = lseek(fd_.get(), off_t(offset), SEEK_HOLE);
+    if (hole > off_t(offset)) st.bytes = std::min<uint64_t>(bytes, hole - offset);
+    co_return st;
+  }
+
+  Task<int> do_truncate(int64_t size) override {
+    if (is_device_) {
+      if (size > current_size()) co_return -EFBIG;
+      co_return 0;
+    }
+    int fd = fd_.get();
+    co_return int(co_await run_in_worker(
+        [=]() -> int64_t { return ftruncate(fd, off_t(size)) < 0 ? -errno : 0; }));
+  }
+
+  // ---- properties ------------------------------------------------------------
+  bool can_discard() const override { return discard_unmap_; }
+  bool can_write_zeroes_fast() const override { return !is_device_; }
+  uint32_t request_alignment() const override { return cache_direct_ ? 4096 : 1; }
+  std::string filename() const override { return path_; }
+  qapi::Json json_filename() const override {
+    return qapi::Json{{"driver", driver_name()}, {"filename", path_}};
+  }
+  bool has_dirty_flag() const override { return true; }
+  std::optional<int64_t> allocated_bytes() const override {
+    struct stat st;
+    if (fstat(fd_.get(), &st) < 0) return std::nullopt;
+    return int64_t(st.st_blocks) * 512;
+  }
+
+  void set_perm(uint32_t perm, uint32_t shared) override {
+    if (!locking_ || !fd_) return;
+    uint32_t unshared = perm::all & ~shared;
+    for (int bit = 0; bit < 4; ++bit) {
+      uint32_t p = 1u << bit;
+      if ((perm & p) && ofd_locked_by_other(fd_.get(), kLockSharedBase + bit)) {
+        qapi::Error e(qapi::ErrorClass::GenericError,
+                      fmt::format("Failed to get \"{}\" lock", kLockNames[bit]),
+                      fmt::format("Is another process using the image [{}]?", path_));
+        throw e;
+      }
+      if ((unshared & p) && ofd_locked_by_other(fd_.get(), kLockPermBase + bit)) {
+        qapi::Error e(qapi::ErrorClass::GenericError,
+                      fmt::format("Failed to get shared \"{}\" lock", kLockNames[bit]),
+                      fmt::format("Is another process using the image [{}]?", path_));
+        throw e;
+      }
+    }
+    for (int bit = 0; bit < 4; ++bit) {
+      uint32_t p = 1u << bit;
+      ofd_lock(fd_.get(), kLockPermBase + bit, (perm & p) ? F_RDLCK : F_UNLCK);
+      ofd_lock(fd_.get(), kLockSharedBase + bit, (unshared & p) ? F_RDLCK : F_UNLCK);
+    }
+  }
+
+  void close() override { fd_.reset(); }
+
+ private:
+  int64_t current_size() const {
+    if (is_device_) {
+      uint64_t bytes = 0;
+      if (ioctl(fd_.get(), BLKGETSIZE64, &bytes) == 0) return int64_t(bytes);
+      off_t end = lseek(fd_.get(), 0, SEEK_END);
+      return end < 0 ? 0 : end;
+    }
+    struct stat st;
+    return fstat(fd_.get(), &st) == 0 ? st.st_size : 0;
+  }
+
+  static std::vector<iovec> skip(IoVec iov, uint64_t n) {
+    std::vector<iovec> rest;
+    for (const auto& v : iov) {
+      if (n >= v.iov_len) {
+        n -= v.iov_len;
+        continue;
+      }
+      rest.push_back({static_cast<char*>(v.iov_base) + n, v.iov_len - n});
+      n = 0;
+    }
+    return rest;
+  }
+
+  static void zero_tail(IoVec iov, uint64_t from) {
+    for (const auto& v : iov) {
+      if (from >= v.iov_len) {
+        from -= v.iov_len;
+        continue;
+      }
+      std::memset(static_cast<char*>(v.iov_base) + from, 0, v.iov_len - from);
+      from = 0;
+    }
+  }
+
+  std::string path_;
+  UniqueFd fd_;
+  AioEngine engine_ = AioEngine::threads;
+  bool locking_ = true;
+  bool is_device_ = false;
+};
+
+}  // namespace
+
+Task<std::shared_ptr<BlockNode>> open_file_node(NodeOpenContext& ctx,
+                                                const qapi::BlockdevOptions& opts) {
+  auto node = std::make_shared<FileNode>(opts, ctx.name);
+  co_await node->open(ctx.daemon);
+  co_return node;
+}
+
+}  // namespace vstord

@@ -80,6 +80,7 @@ struct BdrvChild {
   std::shared_ptr<BlockNode> node;
   uint32_t perm = 0;
   uint32_t shared = perm::all;
+  uint64_t seq = 0;  // root users: creation order, as QEMU lists its backends
   // The description in QEMU's permission messages.
   std::string describe() const;
 };
@@ -165,6 +166,13 @@ class BlockNode : public std::enable_shared_from_this<BlockNode> {
   // Called when this node's cumulative permissions change (a file node
   // takes or drops its locks here).  Throws qapi::Error to refuse.
   virtual void set_perm(uint32_t perm, uint32_t shared);
+  // A writer came to a read-only node: an auto-read-only node tries to
+  // become writable, anything else refuses (throws qapi::Error).
+  virtual void make_writable();
+
+  // A child changed its size (a format without a size of its own
+  // follows it).
+  virtual void child_resized() {}
 
   // Closes the node's resources; it stays in memory until the last
   // reference goes.
@@ -204,6 +212,10 @@ class BlockNode : public std::enable_shared_from_this<BlockNode> {
   friend class BlockUser;
   void mark_dirty(uint64_t offset, uint64_t bytes);
 
+ protected:
+  void resize_bitmaps();
+
+ private:
   std::atomic<int64_t> size_{0};
   std::vector<std::unique_ptr<BdrvChild>> children_;
   std::vector<BdrvChild*> parents_;

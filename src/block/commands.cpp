@@ -62,38 +62,42 @@ boost::asio::awaitable<void> qmp_block_resize(CommandContext& ctx,
 }
 
 XDbgBlockGraph qmp_x_debug_query_block_graph(CommandContext& ctx) {
-  // Ids as QEMU numbers them: users first, then nodes oldest first; both
-  // lists come out newest first.
+  // QEMU's walk: every user (block backend) with its root node, then every
+  // node oldest first with its children.  Ids go up as things are first
+  // met; both lists come out newest first.
   XDbgBlockGraph g;
   auto nodes = ctx.daemon.block().nodes();
   std::reverse(nodes.begin(), nodes.end());
+  // An id is given when a thing is first met (an edge's child may come
+  // before its own entry); entries are listed by the walk itself.
   std::map<const void*, uint64_t> ids;
-  uint64_t next = 0;
+  auto id_of = [&](const void* key) {
+    auto [it, added] = ids.emplace(key, ids.size() + 1);
+    return it->second;
+  };
+  auto add_node = [&](const void* key, XDbgBlockGraphNodeType type, const std::string& name) {
+    g.nodes.insert(g.nodes.begin(), XDbgBlockGraphNode{id_of(key), type, name});
+  };
+  auto add_edge = [&](const void* parent, const vstord::BdrvChild& c) {
+    id_of(c.node.get());
+    g.edges.insert(g.edges.begin(), XDbgBlockGraphEdge{ids[parent], ids[c.node.get()], c.role,
+                                                       vstord::perm::to_qapi(c.perm),
+                                                       vstord::perm::to_qapi(c.shared)});
+  };
   std::vector<const vstord::BdrvChild*> users;
   for (const auto& n : nodes) {
     for (const auto* p : n->parents()) {
       if (!p->parent_node) users.push_back(p);
     }
   }
+  std::sort(users.begin(), users.end(), [](auto* a, auto* b) { return a->seq < b->seq; });
   for (const auto* u : users) {
-    ids[u] = ++next;
-    g.nodes.insert(g.nodes.begin(),
-                   XDbgBlockGraphNode{ids[u], XDbgBlockGraphNodeType::block_backend, u->user_name});
+    add_node(u, XDbgBlockGraphNodeType::block_backend, u->user_name);
+    add_edge(u, *u);
   }
   for (const auto& n : nodes) {
-    ids[n.get()] = ++next;
-    g.nodes.insert(
-        g.nodes.begin(),
-        XDbgBlockGraphNode{ids[n.get()], XDbgBlockGraphNodeType::block_driver, n->name()});
-  }
-  auto edge = [&](uint64_t parent, const vstord::BdrvChild& c) {
-    g.edges.insert(g.edges.begin(), XDbgBlockGraphEdge{parent, ids[c.node.get()], c.role,
-                                                       vstord::perm::to_qapi(c.perm),
-                                                       vstord::perm::to_qapi(c.shared)});
-  };
-  for (const auto* u : users) edge(ids[u], *u);
-  for (const auto& n : nodes) {
-    for (const auto& c : n->children()) edge(ids[n.get()], *c);
+    add_node(n.get(), XDbgBlockGraphNodeType::block_driver, n->name());
+    for (const auto& c : n->children()) add_edge(n.get(), *c);
   }
   return g;
 }

@@ -89,6 +89,8 @@ class FileNode final : public BlockNode {
       } catch (const qapi::Error&) {
         fd_ = open_path(daemon, path_, flags | O_RDONLY);
         read_only_ = true;
+        auto_read_only_ = true;
+        daemon_ = &daemon;
       }
     } else {
       fd_ = open_path(daemon, path_, flags | O_RDWR);
@@ -275,6 +277,14 @@ class FileNode final : public BlockNode {
     }
   }
 
+  void make_writable() override {
+    if (!auto_read_only_) BlockNode::make_writable();
+    int flags = O_CLOEXEC | O_RDWR | (cache_direct_ ? O_DIRECT : 0);
+    fd_ = open_path(*daemon_, path_, flags);
+    read_only_ = false;
+    auto_read_only_ = false;
+  }
+
   void close() override { fd_.reset(); }
 
  private:
@@ -318,6 +328,8 @@ class FileNode final : public BlockNode {
   AioEngine engine_ = AioEngine::threads;
   bool locking_ = true;
   bool is_device_ = false;
+  bool auto_read_only_ = false;  // opened read-only because writing failed
+  Daemon* daemon_ = nullptr;
 };
 
 }  // namespace

@@ -159,8 +159,18 @@ Task<void> BlockNode::truncate(int64_t size) {
   int ret = co_await do_truncate(size);
   if (ret < 0) qapi::fail("Could not resize: {}", std::strerror(-ret));
   set_size(size);
+  {
+    std::unique_lock lock(bitmaps_lock_);
+    for (auto& bm : bitmaps_) bm->resize(size);
+  }
+  for (BdrvChild* p : parents_) {
+    if (p->parent_node) p->parent_node->child_resized();
+  }
+}
+
+void BlockNode::resize_bitmaps() {
   std::unique_lock lock(bitmaps_lock_);
-  for (auto& bm : bitmaps_) bm->resize(size);
+  for (auto& bm : bitmaps_) bm->resize(size());
 }
 
 void BlockNode::mark_dirty(uint64_t offset, uint64_t bytes) {
@@ -205,7 +215,8 @@ Task<BlockStatus> BlockNode::do_block_status(uint64_t, uint64_t bytes) {
 }
 
 Task<int> BlockNode::do_truncate(int64_t) {
-  co_return -ENOTSUP;
+  qapi::fail("Image format driver does not support resize");
+  co_return 0;
 }
 
 // ---- graph ---------------------------------------------------------------------
@@ -249,6 +260,10 @@ void BlockNode::child_perm(const BdrvChild&, uint32_t perm, uint32_t shared, uin
 
 void BlockNode::set_perm(uint32_t, uint32_t) {}
 
+void BlockNode::make_writable() {
+  qapi::fail("Block node is read-only");
+}
+
 std::shared_ptr<DirtyBitmap> BlockNode::find_bitmap(const std::string& name) const {
   std::shared_lock lock(bitmaps_lock_);
   for (const auto& bm : bitmaps_) {
@@ -274,7 +289,9 @@ void BlockNode::remove_bitmap(const std::string& name) {
 }
 
 std::string BlockNode::filename() const {
-  return "json:" + to_qmp_text(json_filename(), false);
+  std::string text = to_qmp_text(json_filename(), false);
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  return "json:" + text;
 }
 
 qapi::Json BlockNode::json_filename() const {
@@ -326,6 +343,8 @@ BlockUser BlockUser::attach(std::shared_ptr<BlockNode> node, std::string user_na
   BlockUser user;
   user.edge_ = std::make_unique<BdrvChild>();
   auto* edge = user.edge_.get();
+  static uint64_t next_seq = 0;  // main thread only
+  edge->seq = ++next_seq;
   edge->user_name = std::move(user_name);
   edge->role = "root";
   edge->node = std::move(node);
@@ -386,7 +405,7 @@ void cumulative(const BlockNode& node, uint32_t& perm, uint32_t& shared) {
   }
 }
 
-void check_parents(const BlockNode& node) {
+void check_parents(BlockNode& node) {
   // QEMU's pairing: for each parent a, is any other parent b requiring
   // what a does not share?
   for (const BdrvChild* a : node.parents()) {
@@ -403,9 +422,7 @@ void check_parents(const BlockNode& node) {
   }
   uint32_t perm, shared;
   cumulative(node, perm, shared);
-  if ((perm & (perm::write | perm::write_unchanged)) && node.read_only()) {
-    qapi::fail("Block node is read-only");
-  }
+  if ((perm & (perm::write | perm::write_unchanged)) && node.read_only()) node.make_writable();
 }
 
 void update(BlockNode& node, std::vector<SavedEdge>& saved, std::vector<BlockNode*>& visited) {

@@ -53,7 +53,6 @@ class NullNode final : public BlockNode {
     co_return BlockStatus{read_zeroes_ ? (kStatusZero | kStatusAllocated) : kStatusAllocated, bytes,
                           1};
   }
-  Task<int> do_truncate(int64_t) override { co_return 0; }
   bool can_write_zeroes_fast() const override { return true; }
 
   qapi::Json json_filename() const override {

@@ -40,13 +40,8 @@ class RawNode final : public BlockNode {
     }
     if (has_size_ && size % 512) qapi::fail("Specified size is not multiple of 512");
     set_size(size);
-    if (file->read_only() && !read_only_) {
-      if (options_.auto_read_only.value_or(false)) {
-        read_only_ = true;
-      } else {
-        qapi::fail("Block node is read-only");
-      }
-    }
+    // Over a read-only child, a raw node stays writable as far as it is
+    // concerned (as in QEMU): taking the write permission fails later.
     attach_child(std::move(file), "file");
     file_ = file_child();
   }
@@ -79,6 +74,13 @@ class RawNode final : public BlockNode {
     if (offset_) qapi::fail("Cannot resize raw disks with an offset");
     co_await file_->truncate(size);
     co_return 0;
+    co_return 0;
+  }
+
+  void child_resized() override {
+    if (has_size_) return;
+    set_size(file_->size() - offset_);
+    resize_bitmaps();
   }
 
   bool can_discard() const override { return discard_unmap_ && file_->can_discard(); }

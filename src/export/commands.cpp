@@ -10,19 +10,7 @@
 
 namespace qapi {
 
-namespace {
-
-bool id_wellformed(const std::string& id) {
-  if (id.empty() || !std::isalpha(static_cast<unsigned char>(id[0]))) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_';
-  });
-}
-
-}  // namespace
-
 boost::asio::awaitable<void> qmp_block_export_add(CommandContext& ctx, BlockExportOptions arg) {
-  if (!id_wellformed(arg.id)) fail("Invalid block export id");
   co_await ctx.daemon.exports().add(arg);
 }
 

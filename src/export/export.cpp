@@ -30,7 +30,19 @@ void ExportRegistry::register_driver(ExportDriver driver) {
   drivers_.push_back(std::move(driver));
 }
 
+namespace {
+
+bool id_wellformed(const std::string& id) {
+  if (id.empty() || !std::isalpha(static_cast<unsigned char>(id[0]))) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_';
+  });
+}
+
+}  // namespace
+
 Task<std::shared_ptr<BlockExport>> ExportRegistry::add(const qapi::BlockExportOptions& opts) {
+  if (!id_wellformed(opts.id)) qapi::fail("Invalid block export id");
   if (find(opts.id)) qapi::fail("Block export id '{}' is already in use", opts.id);
   auto drv = std::find_if(drivers_.begin(), drivers_.end(),
                           [&](const ExportDriver& d) { return d.type == opts.type(); });
@@ -43,7 +55,7 @@ Task<std::shared_ptr<BlockExport>> ExportRegistry::add(const qapi::BlockExportOp
     if (!iothread) qapi::fail("iothread \"{}\" not found", *opts.iothread);
   }
   bool writable = opts.writable.value_or(false);
-  if (writable && node->read_only()) qapi::fail("Block node is read-only");
+  if (writable && node->read_only()) qapi::fail("Cannot export read-only node as writable");
   uint32_t need = perm::consistent_read | (writable ? perm::write : 0);
   auto user = BlockUser::attach(node, "", need, perm::all & ~drv->unshared);
   auto exp = co_await drv->create(daemon_, opts, std::move(user), iothread);

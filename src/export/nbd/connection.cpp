@@ -366,7 +366,9 @@ Task<bool> Connection::handle_info_go(uint32_t opt, const std::vector<uint8_t>& 
 Task<void> Connection::handle_meta_context(uint32_t opt, const std::vector<uint8_t>& data) {
   bool set = opt == kOptSetMetaContext;
   if (set) contexts_.clear();  // replaced, even on failure
-  if (!structured_) {
+  // Listing is harmless before structured replies (QEMU allows it);
+  // selecting needs them.
+  if (set && !structured_) {
     co_await send_option_error(opt, kRepErrInvalid,
                                "request option when structured reply is not negotiated");
     co_return;

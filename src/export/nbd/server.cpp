@@ -151,28 +151,34 @@ void Server::accept_next() {
   listener_->async_wait(asio::posix::stream_descriptor::wait_read,
                         [self = shared_from_this()](boost::system::error_code ec) {
                           if (ec || self->stopped_) return;
-                          for (;;) {
+                          while (!self->full()) {
                             int fd = ::accept4(self->listener_->native_handle(), nullptr, nullptr,
                                                SOCK_NONBLOCK | SOCK_CLOEXEC);
                             if (fd < 0) break;
                             UniqueFd client(fd);
                             socket_apply_options(fd, self->opts_.addr);
                             auto conn = self->admit(std::move(client));
-                            if (conn) conn->start();
+                            conn->start();
+                            if (self->full()) {
+                              // As QEMU: stop accepting at the limit; the
+                              // next client waits in the backlog until a
+                              // session ends.
+                              self->paused_ = true;
+                              return;
+                            }
                           }
                           self->accept_next();
                         });
 }
 
-std::shared_ptr<Connection> Server::admit(UniqueFd client) {
+bool Server::full() {
   std::lock_guard lock(conns_lock_);
   std::erase_if(conns_, [](const auto& w) { return w.expired(); });
-  uint32_t max = opts_.max_connections;
-  if (max && conns_.size() >= max) {
-    // Refused at once rather than left waiting in the backlog.
-    spdlog::info("nbd: refusing a client: {} connections already", conns_.size());
-    return nullptr;
-  }
+  return opts_.max_connections && conns_.size() >= opts_.max_connections;
+}
+
+std::shared_ptr<Connection> Server::admit(UniqueFd client) {
+  std::lock_guard lock(conns_lock_);
   auto conn = std::make_shared<Connection>(shared_from_this(), daemon_.iothreads().next_default(),
                                            std::move(client));
   conns_.push_back(conn);
@@ -223,10 +229,19 @@ std::vector<std::shared_ptr<Export>> Server::exports() const {
 }
 
 void Server::connection_closed(Connection* conn) {
-  std::lock_guard lock(conns_lock_);
-  std::erase_if(conns_, [&](const auto& w) {
-    auto c = w.lock();
-    return !c || c.get() == conn;
+  {
+    std::lock_guard lock(conns_lock_);
+    std::erase_if(conns_, [&](const auto& w) {
+      auto c = w.lock();
+      return !c || c.get() == conn;
+    });
+  }
+  // A slot is free: accept again if we had stopped.
+  asio::post(daemon_.io(), [self = shared_from_this()] {
+    if (self->paused_ && !self->stopped_) {
+      self->paused_ = false;
+      self->accept_next();
+    }
   });
 }
 

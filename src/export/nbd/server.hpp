@@ -95,14 +95,16 @@ class Server : public std::enable_shared_from_this<Server> {
 
  private:
   void accept_next();
-  // A new client, or null when max-connections are in use.
   std::shared_ptr<Connection> admit(UniqueFd client);
+  // Whether max-connections sessions are running.
+  bool full();
 
   Daemon& daemon_;
   ServerOptions opts_;
   ListeningSocket listening_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> listener_;
   bool stopped_ = false;
+  bool paused_ = false;  // not accepting: at max-connections
 
   mutable std::mutex exports_lock_;
   std::vector<std::shared_ptr<Export>> exports_;  // in creation order

@@ -136,8 +136,11 @@ Task<int64_t> aio_preadv(AioEngine engine, int fd, IoVec iov, uint64_t offset) {
     co_return co_await ring->submit(
         [&](io_uring_sqe* sqe) { io_uring_prep_readv(sqe, fd, iov.data(), iov.size(), offset); });
   }
-  co_return co_await run_in_worker(
-      [&] { return errno_result(::preadv(fd, iov.data(), int(iov.size()), off_t(offset))); });
+  // A named job: GCC 12 destroys temporaries inside co_await twice.
+  std::function<int64_t()> job = [&] {
+    return errno_result(::preadv(fd, iov.data(), int(iov.size()), off_t(offset)));
+  };
+  co_return co_await run_in_worker(std::move(job));
 }
 
 Task<int64_t> aio_pwritev(AioEngine engine, int fd, IoVec iov, uint64_t offset, bool fua) {
@@ -148,10 +151,12 @@ Task<int64_t> aio_pwritev(AioEngine engine, int fd, IoVec iov, uint64_t offset, 
       if (fua) sqe->rw_flags = RWF_DSYNC;
     });
   }
-  co_return co_await run_in_worker([&] {
+  // A named job: GCC 12 destroys temporaries inside co_await twice.
+  std::function<int64_t()> job = [&] {
     return errno_result(
         ::pwritev2(fd, iov.data(), int(iov.size()), off_t(offset), fua ? RWF_DSYNC : 0));
-  });
+  };
+  co_return co_await run_in_worker(std::move(job));
 }
 
 Task<int64_t> aio_fdatasync(AioEngine engine, int fd) {
@@ -160,7 +165,9 @@ Task<int64_t> aio_fdatasync(AioEngine engine, int fd) {
     co_return co_await ring->submit(
         [&](io_uring_sqe* sqe) { io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC); });
   }
-  co_return co_await run_in_worker([&] { return errno_result(::fdatasync(fd)); });
+  // A named job: GCC 12 destroys temporaries inside co_await twice.
+  std::function<int64_t()> job = [&] { return errno_result(::fdatasync(fd)); };
+  co_return co_await run_in_worker(std::move(job));
 }
 
 bool io_uring_available(std::string* why) {

@@ -170,6 +170,11 @@ class BlockNode : public std::enable_shared_from_this<BlockNode> {
   // become writable, anything else refuses (throws qapi::Error).
   virtual void make_writable();
 
+  // A node with a connection of its own (nbd) can be yanked: the
+  // connection is dropped at once.
+  virtual bool yankable() const { return false; }
+  virtual void yank() {}
+
   // A child changed its size (a format without a size of its own
   // follows it).
   virtual void child_resized() {}

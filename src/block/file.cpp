@@ -154,7 +154,8 @@ class FileNode final : public BlockNode {
   Task<int> do_discard(uint64_t offset, uint64_t bytes) override {
     int fd = fd_.get();
     bool dev = is_device_;
-    int64_t r = co_await run_in_worker([=]() -> int64_t {
+    // A named job: GCC 12 destroys temporaries inside co_await twice.
+    std::function<int64_t()> job = [=]() -> int64_t {
       if (dev) {
         uint64_t range[2] = {offset, bytes};
         return ioctl(fd, BLKDISCARD, range) < 0 ? -errno : 0;
@@ -163,7 +164,8 @@ class FileNode final : public BlockNode {
                        off_t(bytes)) < 0
                  ? -errno
                  : 0;
-    });
+    };
+    int64_t r = co_await run_in_worker(std::move(job));
     // Discard is advisory: a file system without hole punching is fine.
     co_return (r == -EOPNOTSUPP || r == -ENOTSUP) ? 0 : int(r);
   }
@@ -172,7 +174,8 @@ class FileNode final : public BlockNode {
     int fd = fd_.get();
     bool dev = is_device_;
     bool unmap = flags & kReqMayUnmap;
-    int64_t r = co_await run_in_worker([=]() -> int64_t {
+    // A named job: GCC 12 destroys temporaries inside co_await twice.
+    std::function<int64_t()> job = [=]() -> int64_t {
       if (dev) {
         uint64_t range[2] = {offset, bytes};
         return ioctl(fd, BLKZEROOUT, range) < 0 ? -errno : 0;
@@ -190,7 +193,8 @@ class FileNode final : public BlockNode {
         return 0;
       }
       return -ENOTSUP;
-    });
+    };
+    int64_t r = co_await run_in_worker(std::move(job));
     if (r == -ENOTSUP || r == -EOPNOTSUPP || r == -EINVAL) {
       co_return co_await BlockNode::do_write_zeroes(offset, bytes, flags);
     }
@@ -200,10 +204,12 @@ class FileNode final : public BlockNode {
 
   Task<int> do_cache(uint64_t offset, uint64_t bytes) override {
     int fd = fd_.get();
-    co_return int(co_await run_in_worker([=]() -> int64_t {
+    // A named job: GCC 12 destroys temporaries inside co_await twice.
+    std::function<int64_t()> job = [=]() -> int64_t {
       int r = posix_fadvise(fd, off_t(offset), off_t(bytes), POSIX_FADV_WILLNEED);
       return -r;
-    }));
+    };
+    co_return int(co_await run_in_worker(std::move(job)));
   }
 
   Task<BlockStatus> do_block_status(uint64_t offset, uint64_t bytes) override {
@@ -233,8 +239,11 @@ class FileNode final : public BlockNode {
       co_return 0;
     }
     int fd = fd_.get();
-    co_return int(co_await run_in_worker(
-        [=]() -> int64_t { return ftruncate(fd, off_t(size)) < 0 ? -errno : 0; }));
+    // A named job: GCC 12 destroys temporaries inside co_await twice.
+    std::function<int64_t()> job = [=]() -> int64_t {
+      return ftruncate(fd, off_t(size)) < 0 ? -errno : 0;
+    };
+    co_return int(co_await run_in_worker(std::move(job)));
   }
 
   // ---- properties ------------------------------------------------------------

@@ -1,6 +1,5 @@
 // Handlers for yank and query-yank (qapi/yank.json).  Yankable instances
-// are the socket character devices now; block nodes join with the nbd
-// driver.
+// are socket character devices and nbd block nodes.
 
 #include "daemon/daemon.hpp"
 #include "qapi-commands.hpp"
@@ -10,10 +9,14 @@ namespace qapi {
 
 namespace {
 
-std::shared_ptr<vstord::Chardev> find_instance(CommandContext& ctx, const YankInstance& inst) {
+std::function<void()> find_instance(CommandContext& ctx, const YankInstance& inst) {
   if (inst.type() == YankInstanceType::chardev) {
     auto chr = ctx.daemon.chardevs().find(inst.get<YankInstanceType::chardev>().id);
-    if (chr && chr->yankable()) return chr;
+    if (chr && chr->yankable()) return [chr] { chr->yank(); };
+  }
+  if (inst.type() == YankInstanceType::block_node) {
+    auto node = ctx.daemon.block().find(inst.get<YankInstanceType::block_node>().node_name);
+    if (node && node->yankable()) return [node] { node->yank(); };
   }
   fail(ErrorClass::DeviceNotFound, "Instance not found");
 }
@@ -22,9 +25,9 @@ std::shared_ptr<vstord::Chardev> find_instance(CommandContext& ctx, const YankIn
 
 void qmp_yank(CommandContext& ctx, std::vector<YankInstance> instances) {
   // All or nothing: check every instance before yanking any.
-  std::vector<std::shared_ptr<vstord::Chardev>> found;
+  std::vector<std::function<void()>> found;
   for (const auto& inst : instances) found.push_back(find_instance(ctx, inst));
-  for (const auto& chr : found) chr->yank();
+  for (const auto& yank : found) yank();
 }
 
 std::vector<YankInstance> qmp_query_yank(CommandContext& ctx) {
@@ -35,6 +38,15 @@ std::vector<YankInstance> qmp_query_yank(CommandContext& ctx) {
     inst.emplace<YankInstanceType::chardev>(YankInstanceChardev{id});
     out.push_back(std::move(inst));
   }
+  // QEMU lists block nodes first.
+  std::vector<YankInstance> nodes;
+  for (const auto& n : ctx.daemon.block().nodes()) {
+    if (!n->yankable()) continue;
+    YankInstance inst;
+    inst.emplace<YankInstanceType::block_node>(YankInstanceBlockNode{n->name()});
+    nodes.push_back(std::move(inst));
+  }
+  out.insert(out.begin(), nodes.begin(), nodes.end());
   return out;
 }
 

@@ -5,12 +5,17 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <climits>
 #include <cstring>
+#include <mutex>
 
 #include "block/aio.hpp"
 #include "block/block.hpp"
@@ -107,6 +112,14 @@ class FileNode final : public BlockNode {
       qapi::fail("'file' driver requires '{}' to be a regular file", path_);
     }
     set_size(current_size());
+    // Memory-backed files never wait for a disk: their I/O is a copy, done
+    // at once on the calling thread instead of a hop to another thread
+    // (which costs more than the copy).  Elsewhere RWF_NOWAIT tries the
+    // page cache first and falls back to the engine.
+    struct statfs sfs;
+    memory_backed_ = !cache_direct_ && fstatfs(fd_.get(), &sfs) == 0 &&
+                     (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC);
+    nowait_reads_ = !cache_direct_ && !memory_backed_;
     co_return;
   }
 
@@ -116,7 +129,8 @@ class FileNode final : public BlockNode {
     for (const auto& v : iov) want += v.iov_len;
     uint64_t done = 0;
     while (done < want) {
-      int64_t r = co_await aio_preadv(engine_, fd_.get(), iov, offset + done);
+      int64_t r = try_inline_read(iov, offset + done);
+      if (r == kNotInline) r = co_await aio_preadv(engine_, fd_.get(), iov, offset + done);
       if (r < 0) co_return int(r);
       if (r == 0) {
         // Past the end of the file (it shrank underneath us): zeroes.
@@ -137,7 +151,8 @@ class FileNode final : public BlockNode {
   Task<int> do_write(uint64_t offset, IoVec iov, uint32_t flags) override {
     uint64_t want = 0;
     for (const auto& v : iov) want += v.iov_len;
-    int64_t r = co_await aio_pwritev(engine_, fd_.get(), iov, offset, flags & kReqFua);
+    int64_t r = try_inline_write(iov, offset, flags & kReqFua);
+    if (r == kNotInline) r = co_await aio_pwritev(engine_, fd_.get(), iov, offset, flags & kReqFua);
     if (r < 0) co_return int(r);
     if (uint64_t(r) < want) {
       std::vector<iovec> rest = skip(iov, r);
@@ -152,6 +167,7 @@ class FileNode final : public BlockNode {
   }
 
   Task<int> do_discard(uint64_t offset, uint64_t bytes) override {
+    forget_extent();
     int fd = fd_.get();
     bool dev = is_device_;
     // A named job: GCC 12 destroys temporaries inside co_await twice.
@@ -171,6 +187,7 @@ class FileNode final : public BlockNode {
   }
 
   Task<int> do_write_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) override {
+    forget_extent();
     int fd = fd_.get();
     bool dev = is_device_;
     bool unmap = flags & kReqMayUnmap;
@@ -216,6 +233,17 @@ class FileNode final : public BlockNode {
     // SEEK_DATA / SEEK_HOLE answer from the file system's metadata.
     BlockStatus st{kStatusData | kStatusAllocated, bytes, 1};
     if (is_device_) co_return st;
+    {
+      // SEEK_HOLE walks the file's pages up to the next hole: on a big
+      // fully written file that is a millisecond per call.  The last data
+      // extent found is remembered (writes cannot shrink it; discards and
+      // zeroing forget it), as QEMU's block-status cache does.
+      std::lock_guard lock(extent_lock_);
+      if (offset >= data_start_ && offset < data_end_) {
+        st.bytes = std::min<uint64_t>(bytes, data_end_ - offset);
+        co_return st;
+      }
+    }
     off_t data = lseek(fd_.get(), off_t(offset), SEEK_DATA);
     if (data < 0) {
       if (errno == ENXIO) {  // no data after offset: a hole to the end
@@ -229,11 +257,17 @@ class FileNode final : public BlockNode {
       co_return st;
     }
     off_t hole = lseek(fd_.get(), off_t(offset), SEEK_HOLE);
-    if (hole > off_t(offset)) st.bytes = std::min<uint64_t>(bytes, hole - offset);
+    if (hole > off_t(offset)) {
+      st.bytes = std::min<uint64_t>(bytes, hole - offset);
+      std::lock_guard lock(extent_lock_);
+      data_start_ = offset;
+      data_end_ = uint64_t(hole);
+    }
     co_return st;
   }
 
   Task<int> do_truncate(int64_t size) override {
+    forget_extent();
     if (is_device_) {
       if (size > current_size()) co_return -EFBIG;
       co_return 0;
@@ -332,8 +366,50 @@ class FileNode final : public BlockNode {
     }
   }
 
+  static constexpr int64_t kNotInline = INT64_MIN;
+
+  void forget_extent() {
+    std::lock_guard lock(extent_lock_);
+    data_start_ = data_end_ = 0;
+  }
+
+  // Bytes read, -errno, or kNotInline when the engine must do it.
+  // Copies this large go to a worker even from memory, so that one
+  // session's copies and socket writes use two cores.
+  static constexpr size_t kInlineMax = 128 * 1024;
+
+  static size_t total(IoVec iov) {
+    size_t n = 0;
+    for (const auto& v : iov) n += v.iov_len;
+    return n;
+  }
+
+  int64_t try_inline_read(IoVec iov, uint64_t offset) {
+    if (!memory_backed_ && !nowait_reads_.load(std::memory_order_relaxed)) return kNotInline;
+    if (memory_backed_ && total(iov) > kInlineMax) return kNotInline;
+    ssize_t r = ::preadv2(fd_.get(), iov.data(), int(iov.size()), off_t(offset),
+                          memory_backed_ ? 0 : RWF_NOWAIT);
+    if (r >= 0) return r;
+    if (errno == EOPNOTSUPP) nowait_reads_ = false;
+    if (errno == EAGAIN || errno == EOPNOTSUPP || errno == EINTR) return kNotInline;
+    return -errno;
+  }
+
+  int64_t try_inline_write(IoVec iov, uint64_t offset, bool fua) {
+    if (!memory_backed_ || total(iov) > kInlineMax) return kNotInline;
+    ssize_t r =
+        ::pwritev2(fd_.get(), iov.data(), int(iov.size()), off_t(offset), fua ? RWF_DSYNC : 0);
+    if (r >= 0) return r;
+    return errno == EINTR ? kNotInline : -errno;
+  }
+
   std::string path_;
   UniqueFd fd_;
+  bool memory_backed_ = false;
+  // Guards the remembered data extent [data_start_, data_end_).
+  std::mutex extent_lock_;
+  uint64_t data_start_ = 0, data_end_ = 0;
+  std::atomic<bool> nowait_reads_{false};
   AioEngine engine_ = AioEngine::threads;
   bool locking_ = true;
   bool is_device_ = false;

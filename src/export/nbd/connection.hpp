@@ -99,6 +99,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void done_reply(Reply& r, const Request& req);
   void send(Reply reply);
   Task<void> writer();
+  Task<boost::system::error_code> write_gathered(std::vector<boost::asio::const_buffer>& bufs);
   Task<void> wait_for_room();
   void wake_reader();
 

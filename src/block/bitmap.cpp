@@ -12,8 +12,10 @@ namespace vstord {
 
 namespace {
 
+// QEMU's bitmaps always have at least one word (its SHA-256 of an empty
+// node hashes eight zero bytes).
 uint64_t words_for(uint64_t nbits) {
-  return (nbits + 63) / 64;
+  return std::max<uint64_t>(1, (nbits + 63) / 64);
 }
 
 }  // namespace
@@ -28,7 +30,12 @@ DirtyBitmap::DirtyBitmap(std::string name, uint32_t granularity, uint64_t node_s
       words_(new std::atomic<uint64_t>[words_for(nbits_)]()) {}
 
 void DirtyBitmap::mark(uint64_t offset, uint64_t bytes) {
-  if (bytes == 0 || !recording()) return;
+  if (!recording()) return;
+  set_bits(offset, bytes);
+}
+
+void DirtyBitmap::set_bits(uint64_t offset, uint64_t bytes) {
+  if (bytes == 0) return;
   std::shared_lock lock(words_lock_);
   uint64_t first = offset >> shift_;
   uint64_t last = std::min((offset + bytes - 1) >> shift_, nbits_ ? nbits_ - 1 : 0);
@@ -95,14 +102,11 @@ void DirtyBitmap::merge_from(const DirtyBitmap& other) {
     size = other.node_size_;
   }
   uint64_t offset = 0;
-  bool was_recording = recording();
-  recording_.store(true);
   while (offset < size) {
     auto [dirty, len] = other.run_at(offset, size - offset);
-    if (dirty) mark(offset, len);
+    if (dirty) set_bits(offset, len);
     offset += len;
   }
-  recording_.store(was_recording);
 }
 
 int64_t DirtyBitmap::count() const {

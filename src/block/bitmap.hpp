@@ -51,6 +51,8 @@ class DirtyBitmap {
 
  private:
   uint64_t bits() const { return nbits_; }
+  // Sets bits whether or not the bitmap records (merges).
+  void set_bits(uint64_t offset, uint64_t bytes);
   bool test(uint64_t bit) const;
 
   std::string name_;

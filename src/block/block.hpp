@@ -31,6 +31,7 @@ namespace vstord {
 class Daemon;
 class DirtyBitmap;
 class BlockNode;
+class BlockGraph;
 
 template <class T>
 using Task = boost::asio::awaitable<T>;
@@ -222,6 +223,7 @@ class BlockNode : public std::enable_shared_from_this<BlockNode> {
 
  private:
   std::atomic<int64_t> size_{0};
+  BlockGraph* graph_ = nullptr;  // set once the node is in the graph
   std::vector<std::unique_ptr<BdrvChild>> children_;
   std::vector<BdrvChild*> parents_;
   // Guards bitmaps_: the data path takes it shared to mark bitmaps, the
@@ -241,6 +243,9 @@ class BlockGraph {
   Task<std::shared_ptr<BlockNode>> add(const qapi::BlockdevOptions& opts);
   // blockdev-del.
   void del(const std::string& node_name);
+
+  // Drops node and the inline children only it used.
+  void remove_tree(const std::shared_ptr<BlockNode>& node);
 
   std::shared_ptr<BlockNode> find(const std::string& name) const;
   std::shared_ptr<BlockNode> find_or_fail(const std::string& name) const;

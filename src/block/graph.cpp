@@ -101,12 +101,13 @@ Task<std::shared_ptr<BlockNode>> BlockGraph::open_node(const qapi::BlockdevOptio
       case qapi::BlockdevDriver::raw: node = open_raw_node(ctx, opts); break;
       case qapi::BlockdevDriver::nbd: node = co_await open_nbd_node(ctx, opts); break;
     }
+    // A child defined inline may have taken the parent's name.
+    if (opts.node_name && find(name)) qapi::fail("Duplicate nodes with node-name='{}'", name);
   } catch (...) {
-    // An inline child dies with its failed parent.
-    for (auto& c : created) {
-      std::erase(nodes_, c);
-      c->close();
-    }
+    // An inline child dies with its failed parent, and its own inline
+    // children with it.
+    node.reset();
+    for (auto& c : created) remove_tree(c);
     throw;
   }
   // Every node starts with no users: take the locks that implies.
@@ -114,8 +115,11 @@ Task<std::shared_ptr<BlockNode>> BlockGraph::open_node(const qapi::BlockdevOptio
     refresh_permissions(*node);
   } catch (...) {
     node->close();
+    node.reset();
+    for (auto& c : created) remove_tree(c);
     throw;
   }
+  node->graph_ = this;
   node->monitor_owned_ = root;
   nodes_.push_back(node);
   co_return node;
@@ -136,9 +140,13 @@ void BlockGraph::del(const std::string& node_name) {
     }
   }
 
+  remove_tree(node);
+}
+
+void BlockGraph::remove_tree(const std::shared_ptr<BlockNode>& root) {
   // Remove the node, then each child that nobody else uses and that the
   // monitor did not create.
-  std::vector<std::shared_ptr<BlockNode>> dead{node};
+  std::vector<std::shared_ptr<BlockNode>> dead{root};
   while (!dead.empty()) {
     auto n = dead.back();
     dead.pop_back();
@@ -154,12 +162,16 @@ void BlockGraph::del(const std::string& node_name) {
       }
     }
     n->children_.clear();
+    n->graph_ = nullptr;
     n->close();
   }
 }
 
 void BlockGraph::close_all() {
-  for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) (*it)->close();
+  for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
+    (*it)->graph_ = nullptr;
+    (*it)->close();
+  }
   nodes_.clear();
 }
 

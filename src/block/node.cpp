@@ -385,6 +385,11 @@ void BlockUser::reset() {
   parents.erase(std::find(parents.begin(), parents.end(), edge_.get()));
   edge_.reset();
   restore_permissions(*node);
+  // A node a parent defined inline goes with its last user.
+  if (node->parents_.empty() && !node->monitor_owned_ && node->graph_ &&
+      node->graph_->find(node->name())) {
+    node->graph_->remove_tree(node);
+  }
 }
 
 // ---- permission refresh --------------------------------------------------------

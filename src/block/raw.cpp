@@ -71,9 +71,8 @@ class RawNode final : public BlockNode {
   }
   Task<int> do_truncate(int64_t size) override {
     if (has_size_) qapi::fail("Cannot resize fixed-size raw disks");
-    if (offset_) qapi::fail("Cannot resize raw disks with an offset");
-    co_await file_->truncate(size);
-    co_return 0;
+    // With an offset, the child grows or shrinks to the window's end.
+    co_await file_->truncate(size + offset_);
     co_return 0;
   }
 

@@ -751,7 +751,7 @@ class YankOther(unittest.TestCase):
 class NonReadingClient(unittest.TestCase):
     REQUESTS = 2000
     SEND_SECONDS = 5.0
-    RSS_LIMIT_KB = 200 * 1024
+    RSS_LIMIT_KB = 100 * 1024  # growth allowed while the client does not read
 
     def test_client_that_never_reads(self):
         d, greedy, other = two_monitors(self)
@@ -774,7 +774,8 @@ class NonReadingClient(unittest.TestCase):
             self.assertLess(time.monotonic() - t, 2.0)
         time.sleep(0.5)
         rss_after = d.rss_kb()
-        self.assertLess(rss_after, self.RSS_LIMIT_KB,
+        # Growth, not the absolute figure: a sanitizer build starts large.
+        self.assertLess(rss_after - rss_before, self.RSS_LIMIT_KB,
                         "RSS %d KiB -> %d KiB" % (rss_before, rss_after))
         self.assertIsNone(d.proc.poll())
         # Reading now delivers every reply, in order.

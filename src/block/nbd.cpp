@@ -203,7 +203,7 @@ class NbdNode final : public BlockNode {
   std::string filename() const override {
     // As QEMU: nbd+unix:///EXPORT?socket=PATH or nbd://HOST:PORT/EXPORT.
     if (addr_.type() == qapi::SocketAddressType::q_unix) {
-      return fmt::format("nbd+unix:///{}?socket={}", export_,
+      return fmt::format("nbd+unix://{}{}?socket={}", export_.empty() ? "" : "/", export_,
                          addr_.get<qapi::SocketAddressType::q_unix>().path);
     }
     if (addr_.type() == qapi::SocketAddressType::inet) {

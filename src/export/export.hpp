@@ -35,6 +35,7 @@ class BlockExport : public std::enable_shared_from_this<BlockExport> {
   qapi::BlockExportType type() const { return type_; }
   const std::string& node_name() const { return node_name_; }
   BlockNode& node() const { return user_.node(); }
+  std::shared_ptr<BlockNode> node_ptr() const { return user_.node_ptr(); }
   bool writable() const { return writable_; }
   bool writethrough() const { return writethrough_; }
   // The export's iothread, or null: the default pool.

@@ -44,7 +44,12 @@ uint32_t errno_to_nbd(int err) {
     case EPERM:
     case EROFS:
     case EACCES: return kEperm;
-    case EIO: return kEio;
+    case EIO:
+    case ENOTCONN:  // a remote node's connection is gone
+    case EPIPE:
+    case ECONNRESET:
+    case ECONNABORTED:
+    case ETIMEDOUT: return kEio;
     case ENOMEM: return kEnomem;
     case ENOSPC:
     case EDQUOT:
@@ -577,8 +582,10 @@ Task<void> Connection::transmission() {
     spdlog::debug("nbd: session ended: {}", e.what());
   }
   // Let requests in flight finish and their replies go out (DISC asks for
-  // that), then hang up.
-  while (inflight_ > 0 && !closed_) {
+  // that), then hang up.  Even when the socket is gone, the requests are
+  // waited for: they use the export's node, which the export releases
+  // once its last session detaches.
+  while (inflight_ > 0) {
     room_->expires_at(asio::steady_timer::time_point::max());
     co_await room_->async_wait(asio::as_tuple(asio::use_awaitable));
   }
@@ -654,7 +661,8 @@ void Connection::done_reply(Reply& r, const Request& req) {
 Task<void> Connection::handle_request(Request req, std::unique_ptr<uint8_t[]> payload) {
   Reply reply;
   reply.cost = (req.type == kCmdRead || req.type == kCmdWrite) ? req.length : 0;
-  BlockNode& node = exp_->node();
+  std::shared_ptr<BlockNode> hold = exp_->node_ptr();
+  BlockNode& node = *hold;
   bool ro = !exp_->writable();
   uint32_t fua = (req.flags & kCmdFlagFua) || exp_->writethrough() ? uint32_t(kReqFua) : 0;
   int ret = 0;

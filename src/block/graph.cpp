@@ -7,21 +7,9 @@
 #include "block/bitmap.hpp"
 #include "block/block.hpp"
 #include "qapi/error.hpp"
+#include "util/id.hpp"
 
 namespace vstord {
-
-namespace {
-
-// QEMU's rule (util/id.c id_wellformed): a letter, then letters, digits,
-// '-', '.', '_'.
-bool id_wellformed(const std::string& id) {
-  if (id.empty() || !std::isalpha(static_cast<unsigned char>(id[0]))) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_';
-  });
-}
-
-}  // namespace
 
 BlockGraph::~BlockGraph() {
   close_all();

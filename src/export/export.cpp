@@ -6,6 +6,7 @@
 #include "daemon/iothread.hpp"
 #include "qapi-events.hpp"
 #include "qapi/error.hpp"
+#include "util/id.hpp"
 
 namespace vstord {
 
@@ -29,17 +30,6 @@ void BlockExport::finished() {
 void ExportRegistry::register_driver(ExportDriver driver) {
   drivers_.push_back(std::move(driver));
 }
-
-namespace {
-
-bool id_wellformed(const std::string& id) {
-  if (id.empty() || !std::isalpha(static_cast<unsigned char>(id[0]))) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_';
-  });
-}
-
-}  // namespace
 
 Task<std::shared_ptr<BlockExport>> ExportRegistry::add(const qapi::BlockExportOptions& opts) {
   if (!id_wellformed(opts.id)) qapi::fail("Invalid block export id");

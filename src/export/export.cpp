@@ -16,6 +16,7 @@ BlockExport::BlockExport(ExportRegistry& registry, const qapi::BlockExportOption
       id_(opts.id),
       type_(opts.type()),
       node_name_(opts.node_name),
+      node_(user.node_ptr()),
       user_(std::move(user)),
       writable_(opts.writable.value_or(false)),
       writethrough_(opts.writethrough.value_or(false)),

@@ -34,8 +34,10 @@ class BlockExport : public std::enable_shared_from_this<BlockExport> {
   const std::string& id() const { return id_; }
   qapi::BlockExportType type() const { return type_; }
   const std::string& node_name() const { return node_name_; }
-  BlockNode& node() const { return user_.node(); }
-  std::shared_ptr<BlockNode> node_ptr() const { return user_.node_ptr(); }
+  // The node stays in memory as long as the export object does (sessions
+  // hold it), even after teardown has released its permissions.
+  BlockNode& node() const { return *node_; }
+  std::shared_ptr<BlockNode> node_ptr() const { return node_; }
   bool writable() const { return writable_; }
   bool writethrough() const { return writethrough_; }
   // The export's iothread, or null: the default pool.
@@ -61,6 +63,7 @@ class BlockExport : public std::enable_shared_from_this<BlockExport> {
   std::string id_;
   qapi::BlockExportType type_;
   std::string node_name_;
+  std::shared_ptr<BlockNode> node_;
   BlockUser user_;
   bool writable_;
   bool writethrough_;

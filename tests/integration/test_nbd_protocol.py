@@ -1213,6 +1213,28 @@ class ExportRemoval(NBDTestCase):
         self.assertEqual(n.go("d", check=False).final.type, nbd.REP_ERR_UNKNOWN)
         self.assertEqual(n.list_exports()[0], [])
 
+    def test_contexts_do_not_follow_a_name_to_a_new_export(self):
+        """Contexts chosen for an export do not apply to a new export that
+        took its name: the session gets EINVAL, and the daemon lives."""
+        q = self.qmp()
+        for b in ("b0", "b1"):
+            q.ok("block-dirty-bitmap-add", {"node": "r0", "name": b})
+            q.ok("block-dirty-bitmap-disable", {"node": "r0", "name": b})
+        q.ok("block-export-add", {"type": "nbd", "id": "e1", "node-name": "r0", "name": "bm",
+                                  "bitmaps": ["b0", "b1"]})
+        c = self.client()
+        c.handshake()
+        self.assertEqual(c.structured_reply().type, nbd.REP_ACK)
+        _, final = c.set_meta_context("bm", ["qemu:dirty-bitmap:b1"])
+        self.assertEqual(final.type, nbd.REP_ACK)
+        q.ok("block-export-del", {"id": "e1"})
+        q.read_event("BLOCK_EXPORT_DELETED")
+        q.ok("block-export-add", {"type": "nbd", "id": "e2", "node-name": "r0", "name": "bm"})
+        c.go("bm")
+        r = c.block_status(0, 4096)
+        self.assertEqual(r.error, nbd.EINVAL)
+        self.assert_alive()
+
     def test_safe_delete_without_clients(self):
         c = self.connected()
         c.disc()

@@ -278,7 +278,8 @@ bool Connection::select_export(const std::shared_ptr<Export>& exp) {
   if (!exp->attach(shared_from_this())) return false;
   exp_ = exp;
   // Contexts chosen for another export do not carry over.
-  if (meta_export_ != exp->name()) contexts_.clear();
+  // (The same export, not one that has since replaced it under its name.)
+  if (meta_export_ != exp) contexts_.clear();
   return true;
 }
 
@@ -468,7 +469,7 @@ Task<void> Connection::handle_meta_context(uint32_t opt, const std::vector<uint8
   }
   if (set) {
     contexts_ = std::move(chosen);
-    meta_export_ = name;
+    meta_export_ = exp;
   }
   co_await send_option_reply(opt, kRepAck, {});
 }

@@ -120,7 +120,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool structured_ = false;
   bool extended_ = false;
   std::shared_ptr<Export> exp_;
-  std::string meta_export_;  // the export SET_META_CONTEXT named
+  std::shared_ptr<Export> meta_export_;  // the export SET_META_CONTEXT chose for
   std::vector<MetaContext> contexts_;
 
   // Transmission state (on the session's thread only).

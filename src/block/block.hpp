@@ -1,9 +1,10 @@
 // Block nodes: the asynchronous byte-range interface every driver serves,
 // the node graph (children, parents) and its permission checks.
 //
-// A request flows  export -> BlockNode::write() (the generic layer: bounds
-// asserted, read-only refused, detect-zeroes, dirty bitmaps marked,
-// statistics) -> the driver's do_write() -> maybe a child's write().
+// A request flows  export -> BlockNode::write() (the generic layer:
+// read-only refused, detect-zeroes, dirty bitmaps marked) -> the driver's
+// do_write() -> maybe a child's write().  Ranges are the caller's to check
+// (the NBD server validates every request against the export's size).
 //
 // Threads: the data-path calls (read ... block_status) run on any iothread
 // and must be thread-safe in every driver.  Graph changes (open, attach,

@@ -93,7 +93,20 @@ void Connection::start() {
 }
 
 void Connection::close() {
-  asio::post(thread_->executor(), [self = shared_from_this()] {
+  IoThread* thread;
+  {
+    std::lock_guard lock(thread_lock_);
+    thread = thread_;
+  }
+  asio::post(thread->executor(), [self = shared_from_this(), thread] {
+    {
+      // The session moved to its export's iothread meanwhile: close there.
+      std::lock_guard lock(self->thread_lock_);
+      if (self->thread_ != thread) {
+        self->close();
+        return;
+      }
+    }
     self->closed_ = true;
     boost::system::error_code ec;
     self->stream_->close(ec);
@@ -161,7 +174,10 @@ Task<void> Connection::run() {
   if (want && want != thread_) {
     int fd = stream_->release();
     stream_ = std::make_unique<asio::posix::stream_descriptor>(want->io(), fd);
-    thread_ = want;
+    {
+      std::lock_guard lock(thread_lock_);
+      thread_ = want;
+    }
     spawn(want->executor(), [](Connection& c) { return c.transmission(); });
     co_return;
   }

@@ -15,6 +15,7 @@
 
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -108,6 +109,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Task<void> write_all(const std::vector<uint8_t>& data);
 
   std::shared_ptr<Server> server_;
+  // Guards thread_, which changes once if the session moves to its
+  // export's iothread, against close() from other threads.
+  std::mutex thread_lock_;
   IoThread* thread_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> stream_;
   std::vector<uint8_t> rbuf_;

@@ -245,6 +245,10 @@ class BlockGraph {
   // blockdev-del.
   void del(const std::string& node_name);
 
+  // A bitmap of a named node; throws with QEMU's texts ("Node 'X' not
+  // found", "Dirty bitmap 'Y' not found").
+  std::shared_ptr<DirtyBitmap> find_bitmap(const std::string& node, const std::string& name) const;
+
   // Drops node and the inline children only it used.
   void remove_tree(const std::shared_ptr<BlockNode>& node);
 

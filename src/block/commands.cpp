@@ -18,10 +18,7 @@ std::shared_ptr<vstord::BlockNode> node_for_bitmap(CommandContext& ctx, const st
 
 std::shared_ptr<vstord::DirtyBitmap> find_bitmap(CommandContext& ctx, const std::string& node,
                                                  const std::string& name) {
-  auto n = node_for_bitmap(ctx, node);
-  auto bm = n->find_bitmap(name);
-  if (!bm) fail("Dirty bitmap '{}' not found", name);
-  return bm;
+  return ctx.daemon.block().find_bitmap(node, name);
 }
 
 }  // namespace

@@ -113,6 +113,15 @@ Task<std::shared_ptr<BlockNode>> BlockGraph::open_node(const qapi::BlockdevOptio
   co_return node;
 }
 
+std::shared_ptr<DirtyBitmap> BlockGraph::find_bitmap(const std::string& node,
+                                                     const std::string& name) const {
+  auto n = find(node);
+  if (!n) qapi::fail("Node '{}' not found", node);
+  auto bm = n->find_bitmap(name);
+  if (!bm) qapi::fail("Dirty bitmap '{}' not found", name);
+  return bm;
+}
+
 void BlockGraph::del(const std::string& node_name) {
   auto node = find(node_name);
   if (!node) qapi::fail("Failed to find node with node-name='{}'", node_name);

@@ -12,6 +12,8 @@ import socket
 import struct
 import time
 
+from qmp import connect_inet, connect_unix
+
 # -- handshake ----------------------------------------------------------
 NBDMAGIC = 0x4E42444D41474943          # "NBDMAGIC"
 IHAVEOPT = 0x49484156454F5054          # "IHAVEOPT"
@@ -310,26 +312,11 @@ class NBDClient:
     # connecting ---------------------------------------------------------
     @classmethod
     def unix(cls, path, timeout=10.0):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(timeout)
-        try:
-            s.connect(path)
-        except BaseException:
-            s.close()
-            raise
-        return cls(s, timeout)
+        return cls(connect_unix(path, timeout), timeout)
 
     @classmethod
     def inet(cls, host, port, timeout=10.0):
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        s = socket.socket(family, socket.SOCK_STREAM)
-        s.settimeout(timeout)
-        try:
-            s.connect((host, int(port)))
-        except BaseException:
-            s.close()
-            raise
-        return cls(s, timeout)
+        return cls(connect_inet(host, port, timeout), timeout)
 
     def close(self):
         try:

@@ -9,6 +9,31 @@ import socket
 import time
 
 
+def connect_unix(path, timeout):
+    """A connected unix stream socket (closed again if connecting fails)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def connect_inet(host, port, timeout):
+    """A connected TCP socket to host (IPv4 or IPv6) and port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((host, int(port)))
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
 class QMPClient:
     def __init__(self, sock: socket.socket, timeout: float = 10.0):
         self.sock = sock
@@ -19,26 +44,11 @@ class QMPClient:
     # -- connecting -------------------------------------------------------
     @classmethod
     def unix(cls, path, timeout=10.0):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(timeout)
-        try:
-            s.connect(path)
-        except BaseException:
-            s.close()
-            raise
-        return cls(s, timeout)
+        return cls(connect_unix(path, timeout), timeout)
 
     @classmethod
     def inet(cls, host, port, timeout=10.0):
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        s = socket.socket(family, socket.SOCK_STREAM)
-        s.settimeout(timeout)
-        try:
-            s.connect((host, int(port)))
-        except BaseException:
-            s.close()
-            raise
-        return cls(s, timeout)
+        return cls(connect_inet(host, port, timeout), timeout)
 
     @classmethod
     def abstract(cls, name, timeout=10.0):

@@ -39,6 +39,12 @@ constexpr size_t kMaxExtents = 64 * 1024;
 
 }  // namespace
 
+// Bytes a request holds while in flight: a read's reply or a write's
+// payload.
+size_t budget_cost(const Connection::Request& req) {
+  return (req.type == kCmdRead || req.type == kCmdWrite) ? req.length : 0;
+}
+
 uint32_t errno_to_nbd(int err) {
   switch (-err) {
     case EPERM:
@@ -589,8 +595,7 @@ Task<void> Connection::transmission() {
         continue;
       }
       ++inflight_;
-      size_t cost = (req.type == kCmdRead || req.type == kCmdWrite) ? req.length : 0;
-      inflight_bytes_ += cost;
+      inflight_bytes_ += budget_cost(req);
       auto shared = std::make_shared<std::unique_ptr<uint8_t[]>>(std::move(payload));
       spawn(stream_->get_executor(),
             [req, shared](Connection& c) { return c.handle_request(req, std::move(*shared)); });
@@ -677,7 +682,7 @@ void Connection::done_reply(Reply& r, const Request& req) {
 
 Task<void> Connection::handle_request(Request req, std::unique_ptr<uint8_t[]> payload) {
   Reply reply;
-  reply.cost = (req.type == kCmdRead || req.type == kCmdWrite) ? req.length : 0;
+  reply.cost = budget_cost(req);
   std::shared_ptr<BlockNode> hold = exp_->node_ptr();
   BlockNode& node = *hold;
   bool ro = !exp_->writable();

@@ -42,7 +42,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Drops the session (any thread).
   void close();
 
- private:
   struct Request {
     uint16_t flags = 0;
     uint16_t type = 0;
@@ -50,6 +49,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     uint64_t offset = 0;
     uint64_t length = 0;
   };
+
+ private:
   // A reply: pieces of head (headers, small payloads) and of data (a
   // read's buffer), in the order they go out.
   struct Reply {

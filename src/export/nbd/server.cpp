@@ -46,10 +46,7 @@ Export::Export(ExportRegistry& registry, const qapi::BlockExportOptions& opts, B
       if (!bm) qapi::fail("Bitmap '{}' is not found", bm_name);
     } else {
       const auto& ext = *std::get<1>(b.u);
-      auto n = daemon.block().find(ext.node);
-      if (!n) qapi::fail("Node '{}' not found", ext.node);
-      bm = n->find_bitmap(ext.name);
-      if (!bm) qapi::fail("Dirty bitmap '{}' not found", ext.name);
+      bm = daemon.block().find_bitmap(ext.node, ext.name);
       bm_name = ext.name;
     }
     // A read-only export promises a stable view: a bitmap that still

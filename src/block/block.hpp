@@ -20,17 +20,20 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <shared_mutex>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "qapi-types.hpp"
+#include "util/unique_fd.hpp"
 
 namespace vstord {
 
 class Daemon;
 class DirtyBitmap;
+class IoThread;
 class BlockNode;
 class BlockGraph;
 
@@ -138,6 +141,20 @@ class BlockNode : public std::enable_shared_from_this<BlockNode> {
   // Smallest request size the node handles without read-modify-write.
   virtual uint32_t request_alignment() const { return 1; }
 
+  // Where [offset, offset + bytes) lies unchanged in a file held in memory
+  // (tmpfs), so that an export can hand the file's pages to its socket
+  // (sendfile) instead of copying them, without blocking its thread.  The
+  // fd stays valid while the span is held, even if the node reopens or
+  // closes.  Nodes that transform data, or whose file may wait for a disk,
+  // have no span.
+  struct MemorySpan {
+    std::shared_ptr<const UniqueFd> fd;
+    uint64_t offset;
+  };
+  virtual std::optional<MemorySpan> memory_span(uint64_t /*offset*/, uint64_t /*bytes*/) const {
+    return std::nullopt;
+  }
+
   // ---- control (main thread) ---------------------------------------------
   // Changes the size; needs the resize permission, taken by the caller.
   Task<void> truncate(int64_t size);
@@ -185,6 +202,12 @@ class BlockNode : public std::enable_shared_from_this<BlockNode> {
   // reference goes.
   virtual void close() {}
 
+  // The iothread the node's users run on (QEMU's AioContext of the node),
+  // or null for the default threads.  Exports move it (export/export.cpp);
+  // any thread may read it.
+  IoThread* home_iothread() const { return home_iothread_.load(std::memory_order_acquire); }
+  void set_home_iothread(IoThread* t) { home_iothread_.store(t, std::memory_order_release); }
+
  protected:
   BlockNode(qapi::BlockdevOptions options, std::string name);
 
@@ -224,6 +247,7 @@ class BlockNode : public std::enable_shared_from_this<BlockNode> {
 
  private:
   std::atomic<int64_t> size_{0};
+  std::atomic<IoThread*> home_iothread_{nullptr};
   BlockGraph* graph_ = nullptr;  // set once the node is in the graph
   std::vector<std::unique_ptr<BdrvChild>> children_;
   std::vector<BdrvChild*> parents_;

@@ -19,6 +19,8 @@
 
 #include "block/aio.hpp"
 #include "block/block.hpp"
+#include "block/io_buffer.hpp"
+#include "block/range_lock.hpp"
 #include "net/open.hpp"
 #include "qapi/error.hpp"
 #include "util/unique_fd.hpp"
@@ -120,11 +122,14 @@ class FileNode final : public BlockNode {
     memory_backed_ = !cache_direct_ && fstatfs(fd_.get(), &sfs) == 0 &&
                      (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC);
     nowait_reads_ = !cache_direct_ && !memory_backed_;
+    if (cache_direct_) probe_dio_alignment();
+    share_span_fd();
     co_return;
   }
 
   // ---- data path -------------------------------------------------------------
   Task<int> do_read(uint64_t offset, IoVec iov, uint32_t) override {
+    if (cache_direct_ && !dio_aligned(offset, iov)) co_return co_await bounce_read(offset, iov);
     uint64_t want = 0;
     for (const auto& v : iov) want += v.iov_len;
     uint64_t done = 0;
@@ -138,6 +143,11 @@ class FileNode final : public BlockNode {
         break;
       }
       done += r;
+      if (done < want && cache_direct_) {
+        // O_DIRECT reads come up short only at the end of the file.
+        zero_tail(iov, done);
+        break;
+      }
       if (done < want) {
         // A short read: go on with the rest (rare; copy the vector).
         std::vector<iovec> rest = skip(iov, done);
@@ -149,6 +159,11 @@ class FileNode final : public BlockNode {
   }
 
   Task<int> do_write(uint64_t offset, IoVec iov, uint32_t flags) override {
+    if (cache_direct_) co_return co_await direct_write(offset, iov, flags);
+    co_return co_await plain_write(offset, iov, flags);
+  }
+
+  Task<int> plain_write(uint64_t offset, IoVec iov, uint32_t flags) {
     uint64_t want = 0;
     for (const auto& v : iov) want += v.iov_len;
     int64_t r = try_inline_write(iov, offset, flags & kReqFua);
@@ -156,9 +171,90 @@ class FileNode final : public BlockNode {
     if (r < 0) co_return int(r);
     if (uint64_t(r) < want) {
       std::vector<iovec> rest = skip(iov, r);
-      co_return co_await do_write(offset + r, rest, flags);
+      co_return co_await plain_write(offset + r, rest, flags);
     }
     co_return 0;
+  }
+
+  // ---- O_DIRECT ----------------------------------------------------------------
+  // cache.direct=on wants offsets and lengths aligned to the file's block
+  // and buffers to its memory alignment (statx tells both).  A request
+  // that is not goes through an aligned bounce buffer; an unaligned write
+  // reads the blocks at its edges first and writes them back whole, alone
+  // over those blocks (ranges_), so that no write in between is lost.
+
+  void probe_dio_alignment() {
+    struct statx sx {};
+    if (statx(fd_.get(), "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&
+        (sx.stx_mask & STATX_DIOALIGN) && sx.stx_dio_offset_align) {
+      dio_offset_align_ = sx.stx_dio_offset_align;
+      dio_mem_align_ = std::max<uint32_t>(sx.stx_dio_mem_align, alignof(std::max_align_t));
+      return;
+    }
+    int sector = 0;
+    if (is_device_ && ioctl(fd_.get(), BLKSSZGET, &sector) == 0 && sector > 0) {
+      dio_offset_align_ = dio_mem_align_ = uint32_t(sector);
+    }
+  }
+
+  bool dio_aligned(uint64_t offset, IoVec iov) const {
+    if (offset % dio_offset_align_) return false;
+    for (const auto& v : iov) {
+      if (v.iov_len % dio_offset_align_ || uintptr_t(v.iov_base) % dio_mem_align_) return false;
+    }
+    return true;
+  }
+  uint64_t align_down(uint64_t n) const { return n / dio_offset_align_ * dio_offset_align_; }
+  uint64_t align_up(uint64_t n) const { return align_down(n + dio_offset_align_ - 1); }
+
+  Task<int> bounce_read(uint64_t offset, IoVec iov) {
+    uint64_t start = align_down(offset), end = align_up(offset + total(iov));
+    IoBuffer buf = make_io_buffer(end - start, dio_mem_align_);
+    iovec v{buf.get(), size_t(end - start)};
+    int r = co_await do_read(start, IoVec(&v, 1), 0);
+    if (r < 0) co_return r;
+    const uint8_t* from = buf.get() + (offset - start);
+    for (const auto& d : iov) {
+      std::memcpy(d.iov_base, from, d.iov_len);
+      from += d.iov_len;
+    }
+    co_return 0;
+  }
+
+  Task<int> direct_write(uint64_t offset, IoVec iov, uint32_t flags) {
+    uint64_t len = total(iov);
+    uint64_t start = align_down(offset), end = align_up(offset + len);
+    bool partial = start != offset || end != offset + len;
+    RangeLock::Hold hold = co_await ranges_.acquire(start, end, partial);
+    if (!partial && dio_aligned(offset, iov)) co_return co_await plain_write(offset, iov, flags);
+    IoBuffer buf = make_io_buffer(end - start, dio_mem_align_);
+    uint64_t block = dio_offset_align_;
+    if (offset != start) {
+      iovec head{buf.get(), size_t(block)};
+      int r = co_await do_read(start, IoVec(&head, 1), 0);
+      if (r < 0) co_return r;
+    }
+    if (offset + len != end && !(end - block == start && offset != start)) {
+      iovec tail{buf.get() + (end - block - start), size_t(block)};
+      int r = co_await do_read(end - block, IoVec(&tail, 1), 0);
+      if (r < 0) co_return r;
+    }
+    uint8_t* to = buf.get() + (offset - start);
+    for (const auto& v : iov) {
+      std::memcpy(to, v.iov_base, v.iov_len);
+      to += v.iov_len;
+    }
+    iovec whole{buf.get(), size_t(end - start)};
+    co_return co_await plain_write(start, IoVec(&whole, 1), flags);
+  }
+
+  // Zeroing and discarding change whole ranges: they wait for a
+  // read-modify-write over them, which would write stale bytes back.
+  Task<RangeLock::Hold> hold_for_direct(uint64_t offset, uint64_t bytes) {
+    RangeLock::Hold hold;
+    if (cache_direct_)
+      hold = co_await ranges_.acquire(align_down(offset), align_up(offset + bytes), false);
+    co_return hold;
   }
 
   Task<int> do_flush() override {
@@ -167,6 +263,7 @@ class FileNode final : public BlockNode {
   }
 
   Task<int> do_discard(uint64_t offset, uint64_t bytes) override {
+    RangeLock::Hold hold = co_await hold_for_direct(offset, bytes);
     forget_extent();
     int fd = fd_.get();
     bool dev = is_device_;
@@ -187,6 +284,7 @@ class FileNode final : public BlockNode {
   }
 
   Task<int> do_write_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) override {
+    RangeLock::Hold hold = co_await hold_for_direct(offset, bytes);
     forget_extent();
     int fd = fd_.get();
     bool dev = is_device_;
@@ -212,6 +310,9 @@ class FileNode final : public BlockNode {
       return -ENOTSUP;
     };
     int64_t r = co_await run_in_worker(std::move(job));
+    // The fallback writes zeroes through do_write, which takes its own
+    // range.
+    hold.release();
     if (r == -ENOTSUP || r == -EOPNOTSUPP || r == -EINVAL) {
       co_return co_await BlockNode::do_write_zeroes(offset, bytes, flags);
     }
@@ -283,12 +384,17 @@ class FileNode final : public BlockNode {
   // ---- properties ------------------------------------------------------------
   bool can_discard() const override { return discard_unmap_; }
   bool can_write_zeroes_fast() const override { return !is_device_; }
-  uint32_t request_alignment() const override { return cache_direct_ ? 4096 : 1; }
+  uint32_t request_alignment() const override { return cache_direct_ ? dio_offset_align_ : 1; }
   std::string filename() const override { return path_; }
   qapi::Json json_filename() const override {
     return qapi::Json{{"driver", driver_name()}, {"filename", path_}};
   }
   bool has_dirty_flag() const override { return true; }
+  std::optional<MemorySpan> memory_span(uint64_t offset, uint64_t) const override {
+    auto fd = span_fd_.load(std::memory_order_acquire);
+    if (!fd) return std::nullopt;
+    return MemorySpan{std::move(fd), offset};
+  }
   std::optional<int64_t> allocated_bytes() const override {
     struct stat st;
     if (fstat(fd_.get(), &st) < 0) return std::nullopt;
@@ -326,9 +432,13 @@ class FileNode final : public BlockNode {
     fd_ = open_path(*daemon_, path_, flags);
     read_only_ = false;
     auto_read_only_ = false;
+    share_span_fd();
   }
 
-  void close() override { fd_.reset(); }
+  void close() override {
+    span_fd_.store(nullptr, std::memory_order_release);
+    fd_.reset();
+  }
 
  private:
   int64_t current_size() const {
@@ -368,6 +478,17 @@ class FileNode final : public BlockNode {
 
   static constexpr int64_t kNotInline = INT64_MIN;
 
+  // Memory spans hand out their own duplicate of the fd, so that replies
+  // queued with it keep it open across a reopen or close of the node.
+  void share_span_fd() {
+    std::shared_ptr<const UniqueFd> fd;
+    if (memory_backed_) {
+      int dup = ::fcntl(fd_.get(), F_DUPFD_CLOEXEC, 0);
+      if (dup >= 0) fd = std::make_shared<const UniqueFd>(dup);
+    }
+    span_fd_.store(std::move(fd), std::memory_order_release);
+  }
+
   void forget_extent() {
     std::lock_guard lock(extent_lock_);
     data_start_ = data_end_ = 0;
@@ -406,6 +527,11 @@ class FileNode final : public BlockNode {
   std::string path_;
   UniqueFd fd_;
   bool memory_backed_ = false;
+  // O_DIRECT's alignment of offsets and lengths, and of buffers.
+  uint32_t dio_offset_align_ = 4096;
+  uint32_t dio_mem_align_ = 4096;
+  RangeLock ranges_;  // writes in flight, with cache.direct=on
+  std::atomic<std::shared_ptr<const UniqueFd>> span_fd_;
   // Guards the remembered data extent [data_start_, data_end_).
   std::mutex extent_lock_;
   uint64_t data_start_ = 0, data_end_ = 0;

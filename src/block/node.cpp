@@ -8,6 +8,7 @@
 
 #include "block/bitmap.hpp"
 #include "block/block.hpp"
+#include "block/io_buffer.hpp"
 #include "monitor/json_stream.hpp"
 #include "qapi/error.hpp"
 
@@ -186,10 +187,16 @@ Task<int> BlockNode::do_write(uint64_t, IoVec, uint32_t) {
 Task<int> BlockNode::do_write_zeroes(uint64_t offset, uint64_t bytes, uint32_t flags) {
   // Emulated with writes of a zeroed buffer, as QEMU does.
   if (flags & kReqNoFallback) co_return -ENOTSUP;
-  static const std::vector<char> zeroes(1 << 20);
+  // Aligned, so that an O_DIRECT file takes it without a bounce.
+  constexpr size_t kZeroes = 1 << 20;
+  static const IoBuffer zeroes = [] {
+    IoBuffer b = make_io_buffer(kZeroes);
+    std::memset(b.get(), 0, kZeroes);
+    return b;
+  }();
   while (bytes > 0) {
-    uint64_t n = std::min<uint64_t>(bytes, zeroes.size());
-    iovec v{const_cast<char*>(zeroes.data()), n};
+    uint64_t n = std::min<uint64_t>(bytes, kZeroes);
+    iovec v{zeroes.get(), n};
     int ret = co_await do_write(offset, IoVec(&v, 1), flags & kReqFua);
     if (ret < 0) co_return ret;
     offset += n;
@@ -233,6 +240,9 @@ void BlockNode::attach_child(std::shared_ptr<BlockNode> child, std::string role)
   edge->parent_node = this;
   edge->role = std::move(role);
   edge->node = std::move(child);
+  // A new node joins its child's iothread, as QEMU opens it in the
+  // child's AioContext.
+  if (!home_iothread()) set_home_iothread(edge->node->home_iothread());
   edge->perm = 0;
   edge->shared = perm::all;
   // Newest parent first, as QEMU keeps them (its messages depend on it).

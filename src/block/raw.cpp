@@ -46,6 +46,10 @@ class RawNode final : public BlockNode {
     file_ = file_child();
   }
 
+  std::optional<MemorySpan> memory_span(uint64_t offset, uint64_t bytes) const override {
+    return file_->memory_span(offset + offset_, bytes);
+  }
+
   Task<int> do_read(uint64_t offset, IoVec iov, uint32_t flags) override {
     co_return co_await file_->read(offset + offset_, iov, flags);
   }

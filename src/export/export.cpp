@@ -11,7 +11,7 @@
 namespace vstord {
 
 BlockExport::BlockExport(ExportRegistry& registry, const qapi::BlockExportOptions& opts,
-                         BlockUser user, IoThread* iothread)
+                         BlockUser user)
     : registry_(registry),
       id_(opts.id),
       type_(opts.type()),
@@ -20,7 +20,7 @@ BlockExport::BlockExport(ExportRegistry& registry, const qapi::BlockExportOption
       user_(std::move(user)),
       writable_(opts.writable.value_or(false)),
       writethrough_(opts.writethrough.value_or(false)),
-      iothread_(iothread) {}
+      fixed_iothread_(opts.fixed_iothread.value_or(false)) {}
 
 BlockExport::~BlockExport() = default;
 
@@ -40,18 +40,56 @@ Task<std::shared_ptr<BlockExport>> ExportRegistry::add(const qapi::BlockExportOp
   if (drv == drivers_.end()) qapi::fail("No driver found for the requested export type");
   auto node = daemon_.block().find(opts.node_name);
   if (!node) qapi::fail("Cannot find device='' nor node-name='{}'", opts.node_name);
-  IoThread* iothread = nullptr;
+  // An export with an iothread moves its node (and every node connected
+  // to it) there, unless another export holds them with fixed-iothread:
+  // then a fixed-iothread export is refused and any other one stays where
+  // the node is, as in QEMU.
+  IoThread* move_to = nullptr;
   if (opts.iothread) {
-    iothread = daemon_.iothreads().find(*opts.iothread);
-    if (!iothread) qapi::fail("iothread \"{}\" not found", *opts.iothread);
+    IoThread* want = daemon_.iothreads().find(*opts.iothread);
+    if (!want) qapi::fail("iothread \"{}\" not found", *opts.iothread);
+    if (want != node->home_iothread()) {
+      if (!has_fixed_export(connected_nodes(*node))) {
+        move_to = want;
+      } else if (opts.fixed_iothread.value_or(false)) {
+        qapi::fail("Cannot change iothread of active block backend");
+      }
+    }
   }
   bool writable = opts.writable.value_or(false);
   if (writable && node->read_only()) qapi::fail("Cannot export read-only node as writable");
   uint32_t need = perm::consistent_read | (writable ? perm::write : 0);
   auto user = BlockUser::attach(node, "", need, perm::all & ~drv->unshared);
-  auto exp = co_await drv->create(daemon_, opts, std::move(user), iothread);
+  auto exp = co_await drv->create(daemon_, opts, std::move(user));
+  if (move_to) {
+    for (BlockNode* n : connected_nodes(*node)) n->set_home_iothread(move_to);
+  }
   exports_.push_back(exp);
   co_return exp;
+}
+
+std::vector<BlockNode*> ExportRegistry::connected_nodes(BlockNode& node) {
+  std::vector<BlockNode*> out{&node};
+  for (size_t i = 0; i < out.size(); ++i) {
+    auto visit = [&](BlockNode* n) {
+      if (n && std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
+    };
+    for (const auto& c : out[i]->children()) visit(c->node.get());
+    for (const BdrvChild* p : out[i]->parents()) visit(p->parent_node);
+  }
+  return out;
+}
+
+bool ExportRegistry::has_fixed_export(const std::vector<BlockNode*>& nodes) const {
+  return std::any_of(exports_.begin(), exports_.end(), [&](const auto& e) {
+    return e->fixed_iothread() && std::count(nodes.begin(), nodes.end(), &e->node());
+  });
+}
+
+bool ExportRegistry::has_export(const std::vector<BlockNode*>& nodes) const {
+  return std::any_of(exports_.begin(), exports_.end(), [&](const auto& e) {
+    return std::count(nodes.begin(), nodes.end(), &e->node()) > 0;
+  });
 }
 
 void ExportRegistry::del(const std::string& id, qapi::BlockExportRemoveMode mode) {
@@ -98,6 +136,12 @@ void ExportRegistry::finished(BlockExport& exp) {
   auto keep = *it;  // alive until the event is out
   exports_.erase(it);
   keep->user_.reset();
+  // Nodes no export uses any more go back to the default threads, as
+  // QEMU moves a node without users back to the main context.
+  auto nodes = connected_nodes(keep->node());
+  if (!has_export(nodes)) {
+    for (BlockNode* n : nodes) n->set_home_iothread(nullptr);
+  }
   qapi::qapi_event_send_block_export_deleted(keep->id());
 }
 

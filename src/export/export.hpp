@@ -40,8 +40,11 @@ class BlockExport : public std::enable_shared_from_this<BlockExport> {
   std::shared_ptr<BlockNode> node_ptr() const { return node_; }
   bool writable() const { return writable_; }
   bool writethrough() const { return writethrough_; }
-  // The export's iothread, or null: the default pool.
-  IoThread* iothread() const { return iothread_; }
+  // Where the export's clients run: its node's iothread, or null for the
+  // default pool.  An export that is not fixed-iothread follows its node
+  // when another export moves it.
+  IoThread* iothread() const { return node_->home_iothread(); }
+  bool fixed_iothread() const { return fixed_iothread_; }
   bool shutting_down() const { return shutting_down_; }
 
   // Clients connected now.
@@ -51,8 +54,7 @@ class BlockExport : public std::enable_shared_from_this<BlockExport> {
   virtual void shutdown() = 0;
 
  protected:
-  BlockExport(ExportRegistry& registry, const qapi::BlockExportOptions& opts, BlockUser user,
-              IoThread* iothread);
+  BlockExport(ExportRegistry& registry, const qapi::BlockExportOptions& opts, BlockUser user);
   // The export's teardown has ended: the registry forgets it.
   void finished();
 
@@ -67,7 +69,7 @@ class BlockExport : public std::enable_shared_from_this<BlockExport> {
   BlockUser user_;
   bool writable_;
   bool writethrough_;
-  IoThread* iothread_;
+  bool fixed_iothread_;
   bool shutting_down_ = false;
 };
 
@@ -76,7 +78,7 @@ struct ExportDriver {
   qapi::BlockExportType type;
   // Creates and starts the export; throws qapi::Error.
   std::function<Task<std::shared_ptr<BlockExport>>(Daemon&, const qapi::BlockExportOptions&,
-                                                   BlockUser, IoThread*)>
+                                                   BlockUser)>
       create;
   // The permissions the export needs beyond read (and write if writable)
   // and what it does not share (NBD: resize).
@@ -102,6 +104,11 @@ class ExportRegistry {
  private:
   friend class BlockExport;
   void finished(BlockExport& exp);
+  // The nodes that share an iothread with node: everything connected to
+  // it through parent and child edges, as QEMU moves AioContexts.
+  static std::vector<BlockNode*> connected_nodes(BlockNode& node);
+  bool has_fixed_export(const std::vector<BlockNode*>& nodes) const;
+  bool has_export(const std::vector<BlockNode*>& nodes) const;
 
   Daemon& daemon_;
   std::vector<ExportDriver> drivers_;

@@ -162,22 +162,26 @@ class NbdTestCase(unittest.TestCase):
     """Helpers to start a daemon exporting an image over NBD."""
 
     SIZE = 64 * MiB
+    IMAGE_DIR = None  # where images live (None: the default temporary directory)
+    FILE_OPTS = ""    # more ",key=value" options of the file node start() makes
 
-    def tmpdir(self):
-        t = tempfile.TemporaryDirectory(prefix="vstord-test-")
+    def tmpdir(self, parent=None):
+        t = tempfile.TemporaryDirectory(prefix="vstord-test-", dir=parent)
         self.addCleanup(t.cleanup)
         return t.name
 
     def image(self, size=None, extents=(), fill=None, name="img"):
         if not hasattr(self, "_imgdir"):
-            self._imgdir = self.tmpdir()
+            self._imgdir = self.tmpdir(self.IMAGE_DIR)
         return make_image(os.path.join(self._imgdir, name), self.SIZE if size is None else size,
                           extents, fill)
 
-    def start(self, image, export="", server="", extra=(), file_opts=""):
+    def start(self, image, export="", server="", extra=(), file_opts=None):
         """A daemon exporting image (file node f0, raw node r0) as "d",
         writable, on a unix socket; export and server are extra
         ",key=value" options of --export and --nbd-server."""
+        if file_opts is None:
+            file_opts = self.FILE_OPTS
         args = monitor_args() + [
             "--blockdev", "driver=file,node-name=f0,filename=%s%s" % (image, file_opts),
             "--blockdev", "driver=raw,node-name=r0,file=f0",

@@ -538,6 +538,43 @@ BLOCK_COMMANDS = {
 }
 
 
+# Exports with iothreads: the first export with an iothread moves its node
+# (and the nodes connected to it) there; a fixed-iothread export pins it,
+# so a later fixed one elsewhere is refused and a later non-fixed one stays
+# with the node; once the node's exports are gone it can move again.
+IOTHREAD_EXPORTS = [
+    ("add file", _bd(node_name="f0", **_file())),
+    ("add raw", _bd(driver="raw", node_name="r0", file="f0")),
+    ("add null", _bd(driver="null-co", node_name="n0", size=65536)),
+    ("start", _q("nbd-server-start", {"addr": _nbd_addr("@DIR@/nbd.sock")})),
+    ("fixed in io0", _q("block-export-add", {"type": "nbd", "id": "e0", "node-name": "r0",
+                                             "iothread": "io0", "fixed-iothread": True})),
+    ("child in io1", _q("block-export-add", {"type": "nbd", "id": "e1", "node-name": "f0",
+                                             "iothread": "io1"})),
+    ("child fixed in io1", _q("block-export-add", {"type": "nbd", "id": "e2",
+                                                   "node-name": "f0", "name": "x",
+                                                   "iothread": "io1", "fixed-iothread": True})),
+    ("same node fixed in io0", _q("block-export-add", {"type": "nbd", "id": "e2",
+                                                       "node-name": "r0", "name": "y",
+                                                       "iothread": "io0",
+                                                       "fixed-iothread": True})),
+    ("no iothread", _q("block-export-add", {"type": "nbd", "id": "e3", "node-name": "r0",
+                                            "name": "z"})),
+    ("other node fixed in io1", _q("block-export-add", {"type": "nbd", "id": "e4",
+                                                        "node-name": "n0",
+                                                        "iothread": "io1",
+                                                        "fixed-iothread": True})),
+    ("del", _q("block-export-del", {"id": "e0"})),
+    ("del", _q("block-export-del", {"id": "e1"})),
+    ("del", _q("block-export-del", {"id": "e2"})),
+    ("del", _q("block-export-del", {"id": "e3"})),
+    ("fixed in io1 once free", _q("block-export-add", {"type": "nbd", "id": "e5",
+                                                       "node-name": "r0", "iothread": "io1",
+                                                       "fixed-iothread": True})),
+    ("query-block-exports", _q("query-block-exports")),
+]
+
+
 def make_images(d):
     for name in ("img", "img2", "img3"):
         with open(os.path.join(d, name), "wb") as f:
@@ -663,6 +700,11 @@ class CompareWithQsd(unittest.TestCase):
 
     def test_exports(self):
         self.run_both([NEGOTIATION[-2]] + EXPORTS, setup=make_images)
+
+    def test_exports_in_iothreads(self):
+        self.run_both([NEGOTIATION[-2]] + IOTHREAD_EXPORTS, setup=make_images,
+                      extra_args=["--object", "iothread,id=io0",
+                                  "--object", "iothread,id=io1"])
 
     def test_block_options_on_the_command_line(self):
         self.run_both([NEGOTIATION[-2],

@@ -683,5 +683,31 @@ class Fio(ClientTestCase):
             self.assertEqual(job["read"]["io_bytes"], 16 * MiB)  # the verify pass
 
 
+# -- cache.direct=on ------------------------------------------------------
+# O_DIRECT under the export: the clients' requests meet the file system's
+# alignment rules, through aligned buffers or read-modify-write.
+class NbdCopyDirect(NbdCopy):
+    FILE_OPTS = ",cache.direct=on"
+
+
+class QemuIoDirect(QemuIo):
+    FILE_OPTS = ",cache.direct=on"
+
+    def test_unaligned_patterns(self):
+        img = self.image()
+        self.start(img)
+        p = self.io(self.uri(), "write -P 0x5a 100 1000", "write -P 0x5b 4000 5000",
+                    "read -P 0x5a 100 1000", "read -P 0x5b 4000 5000", "read -P 0 9000 1000",
+                    "flush")
+        self.assertNotIn(b"failed", p.stdout + p.stderr)
+        model = image_bytes(SIZE, [(100, b"\x5a" * 1000), (4000, b"\x5b" * 5000)])
+        self.assertEqual(sha256_file(img), sha256(bytes(model)))
+
+
+@needs("fio")
+class FioDirect(Fio):
+    FILE_OPTS = ",cache.direct=on"
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -77,8 +77,8 @@ def make_image(path, size=IMG_SIZE, data=PATTERN):
     return path
 
 
-def nbd_args(img, export_opts="writable=on", server_opts="", name="d"):
-    return ["--blockdev", "driver=file,node-name=f0,filename=" + img,
+def nbd_args(img, export_opts="writable=on", server_opts="", name="d", file_opts=""):
+    return ["--blockdev", "driver=file,node-name=f0,filename=" + img + file_opts,
             "--blockdev", "driver=raw,node-name=r0,file=f0",
             "--nbd-server", "addr.type=unix,addr.path=@DIR@/nbd.sock" + server_opts,
             "--export", "type=nbd,id=e0,node-name=r0,name=%s%s"
@@ -96,13 +96,16 @@ class NBDTestCase(unittest.TestCase):
     export_opts = "writable=on"
     server_opts = ""
     image_size = IMG_SIZE
+    image_dir = None  # where the image lives (None: the default temporary directory)
+    file_opts = ""    # more ",key=value" options of the file node
 
     def setUp(self):
-        tmp = tempfile.TemporaryDirectory(prefix="vstord-test-img-")
+        tmp = tempfile.TemporaryDirectory(prefix="vstord-test-img-", dir=self.image_dir)
         self.addCleanup(tmp.cleanup)
         self.img = make_image(os.path.join(tmp.name, "img"), self.image_size)
         self.daemon = Daemon(monitor_args() + nbd_args(self.img, self.export_opts,
-                                                       self.server_opts))
+                                                       self.server_opts,
+                                                       file_opts=self.file_opts))
         self.addCleanup(self.daemon.stop)
         self.sock = self.daemon.path("nbd.sock")
 
@@ -807,6 +810,81 @@ class Commands(NBDTestCase):
         c.disc()
         self.assert_closed(c)
         self.assert_alive()
+
+
+class DirectIO(NBDTestCase):
+    """cache.direct=on: O_DIRECT wants aligned offsets, lengths and
+    buffers.  The export advertises the file system's alignment as its
+    minimum block size and still serves requests that ignore it, as QEMU
+    does: reads around them, writes of whole blocks, one read-modify-write
+    at a time over a block, so that no byte written is lost."""
+
+    file_opts = ",cache.direct=on"
+
+    @skip_on_qemu("7.2 advertises 1 for a raw node over a cache.direct file")
+    def test_minimum_block_size_is_the_direct_alignment(self):
+        c = self.client()
+        c.handshake()
+        m = c.info("d", [nbd.INFO_BLOCK_SIZE]).block_size[0]
+        self.assertTrue(is_pow2(m) and 512 <= m <= 4096, m)
+
+    @skip_on_qemu("7.2 advertises 1 for a raw node over a cache.direct file")
+    def test_info_asks_for_block_sizes_go_does_not(self):
+        c = self.client()
+        c.handshake()
+        # INFO without asking for block sizes is told to ask; GO is
+        # served anyway (unaligned requests work).
+        info = c.info("d")
+        self.assertEqual(info.final.type, nbd.REP_ERR_BLOCK_SIZE_REQD)
+        c.go("d")
+        self.assertEqual(c.write(1, b"abc").error, 0)
+        self.assertEqual(c.read(0, 5).data[1:4], b"abc")
+
+    def test_unaligned_writes_and_reads(self):
+        c = self.connected(structured=True)
+        image = bytearray(self.file_bytes(0, IMG_SIZE))
+        # Inside one block, over a head edge, over a tail edge, over both
+        # edges of several blocks, and whole aligned blocks.
+        for offset, length in ((3, 10), (500, 30), (4000, 5000), (8191, 2), (12288, 4096),
+                               (SPARSE_AT + 7, 70000), (IMG_SIZE - 5, 5)):
+            data = os.urandom(length)
+            self.assertEqual(c.write(offset, data).error, 0, (offset, length))
+            image[offset:offset + length] = data
+        for offset, length in ((0, 9000), (1, 1), (4001, 4999), (SPARSE_AT, 80000),
+                               (IMG_SIZE - 100, 100)):
+            r = c.read(offset, length)
+            self.assertEqual(r.error, 0)
+            self.assertEqual(r.data, bytes(image[offset:offset + length]), (offset, length))
+        self.assertEqual(c.flush().error, 0)
+        self.assertEqual(self.file_bytes(0, IMG_SIZE), bytes(image))
+
+    def test_pipelined_writes_into_one_block_lose_nothing(self):
+        """Many one-byte writes into the same block in flight at once, on
+        two connections: each read-modify-write must see the ones before
+        it."""
+        a = self.connected()
+        b = self.connected()
+        base = 2 * 4096
+        cookies = []
+        for i in range(0, 256, 2):
+            cookies.append((a, a.send_request(nbd.CMD_WRITE, 0, base + i, payload=bytes([i]))))
+            cookies.append((b, b.send_request(nbd.CMD_WRITE, 0, base + i + 1,
+                                              payload=bytes([i + 1]))))
+        for c, cookie in cookies:
+            self.assertEqual(c.read_reply(cookie).error, 0)
+        self.assertEqual(a.read(base, 256).data, bytes(range(256)))
+        self.assertEqual(self.file_bytes(base, 256), bytes(range(256)))
+
+    def test_unaligned_write_zeroes_and_trim(self):
+        c = self.connected()
+        self.assertEqual(c.write(0, b"\xff" * 8192).error, 0)
+        self.assertEqual(c.write_zeroes(100, 1000).error, 0)
+        self.assertEqual(c.trim(5000, 10).error, 0)
+        r = c.read(0, 8192).data
+        self.assertEqual(r[:100], b"\xff" * 100)
+        self.assertEqual(r[100:1100], bytes(1000))
+        self.assertEqual(r[1100:5000], b"\xff" * 3900)
+        self.assertEqual(r[5010:], b"\xff" * (8192 - 5010))
 
 
 class OutOfRange(NBDTestCase):

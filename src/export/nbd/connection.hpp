@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "block/block.hpp"
+#include "block/io_buffer.hpp"
 #include "util/unique_fd.hpp"
 
 namespace vstord {
@@ -51,19 +52,22 @@ class Connection : public std::enable_shared_from_this<Connection> {
   };
 
  private:
-  // A reply: pieces of head (headers, small payloads) and of data (a
-  // read's buffer), in the order they go out.
+  // A reply: pieces of head (headers, small payloads), of data (a read's
+  // buffer) and of file (a read's bytes still in a memory-backed file,
+  // sent by sendfile), in the order they go out.
   struct Reply {
     struct Piece {
-      bool from_data;
-      size_t offset, length;
+      enum Kind : uint8_t { head, data, file } kind;
+      uint64_t offset, length;
     };
     std::vector<uint8_t> head;
-    std::unique_ptr<uint8_t[]> data;
+    IoBuffer data;
+    std::shared_ptr<const UniqueFd> file;
     std::vector<Piece> pieces;
     size_t cost = 0;  // bytes charged against the in-flight budget
-    void add_head(size_t from) { pieces.push_back({false, from, head.size() - from}); }
-    void add_data(size_t off, size_t len) { pieces.push_back({true, off, len}); }
+    void add_head(size_t from) { pieces.push_back({Piece::head, from, head.size() - from}); }
+    void add_data(size_t off, size_t len) { pieces.push_back({Piece::data, off, len}); }
+    void add_file(uint64_t off, uint64_t len) { pieces.push_back({Piece::file, off, len}); }
   };
   // A selected metadata context.
   struct MetaContext {
@@ -92,8 +96,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Transmission pieces.
   Task<bool> read_request(Request& req);
   uint32_t validate_request(const Request& req, bool& disconnect) const;
-  Task<void> handle_request(Request req, std::unique_ptr<uint8_t[]> payload);
+  Task<void> handle_request(Request req, IoBuffer payload);
   Task<void> handle_read(const Request& req, Reply& reply);
+  Task<int> read_payload(const Request& req, Reply& r,
+                         const std::optional<BlockNode::MemorySpan>& span, uint64_t pos,
+                         uint64_t len);
+  void fail_read(Reply& r, const Request& req, int ret);
   Task<void> handle_block_status(const Request& req, Reply& reply);
   void chunk_header(Reply& r, const Request& req, uint16_t flags, uint16_t type, uint64_t length);
   void simple_reply(Reply& r, const Request& req, uint32_t error);
@@ -101,7 +109,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void done_reply(Reply& r, const Request& req);
   void send(Reply reply);
   Task<void> writer();
-  Task<boost::system::error_code> write_gathered(std::vector<boost::asio::const_buffer>& bufs);
+  Task<boost::system::error_code> write_gathered(std::vector<boost::asio::const_buffer>& bufs,
+                                                 bool more);
+  Task<boost::system::error_code> send_file(int fd, uint64_t offset, uint64_t length);
   Task<void> wait_for_room();
   void wake_reader();
 

@@ -22,8 +22,8 @@ namespace asio = boost::asio;
 // ---- Export -------------------------------------------------------------------
 
 Export::Export(ExportRegistry& registry, const qapi::BlockExportOptions& opts, BlockUser user,
-               IoThread* iothread, std::shared_ptr<Server> server)
-    : BlockExport(registry, opts, std::move(user), iothread), server_(std::move(server)) {
+               std::shared_ptr<Server> server)
+    : BlockExport(registry, opts, std::move(user)), server_(std::move(server)) {
   const auto& o = opts.get<qapi::BlockExportType::nbd>();
   name_ = o.name.value_or(opts.node_name);
   description_ = o.description;
@@ -249,11 +249,11 @@ void register_export_driver(Daemon& daemon) {
   drv.type = qapi::BlockExportType::nbd;
   // Clients were told the size: it must not change under them.
   drv.unshared = perm::resize;
-  drv.create = [](Daemon& d, const qapi::BlockExportOptions& opts, BlockUser user,
-                  IoThread* iothread) -> Task<std::shared_ptr<BlockExport>> {
+  drv.create = [](Daemon& d, const qapi::BlockExportOptions& opts,
+                  BlockUser user) -> Task<std::shared_ptr<BlockExport>> {
     auto server = d.nbd_server();
     if (!server) qapi::fail("NBD server not running");
-    auto exp = std::make_shared<Export>(d.exports(), opts, std::move(user), iothread, server);
+    auto exp = std::make_shared<Export>(d.exports(), opts, std::move(user), server);
     server->add_export(exp);
     co_return exp;
   };

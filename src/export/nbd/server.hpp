@@ -35,7 +35,7 @@ class Server;
 class Export final : public BlockExport {
  public:
   Export(ExportRegistry& registry, const qapi::BlockExportOptions& opts, BlockUser user,
-         IoThread* iothread, std::shared_ptr<Server> server);
+         std::shared_ptr<Server> server);
   ~Export() override;
 
   const std::string& name() const { return name_; }

@@ -89,18 +89,22 @@ class FileNode final : public BlockNode {
     int flags = O_CLOEXEC | (cache_direct_ ? O_DIRECT : 0);
     bool auto_ro = options_.auto_read_only.value_or(false);
     if (read_only_) {
-      fd_ = open_path(daemon, path_, flags | O_RDONLY);
+      fd_ = co_await open_path_async(daemon, path_, flags | O_RDONLY);
     } else if (auto_ro) {
+      bool writable = true;
       try {
-        fd_ = open_path(daemon, path_, flags | O_RDWR);
+        fd_ = co_await open_path_async(daemon, path_, flags | O_RDWR);
       } catch (const qapi::Error&) {
-        fd_ = open_path(daemon, path_, flags | O_RDONLY);
+        writable = false;  // no co_await in a handler
+      }
+      if (!writable) {
+        fd_ = co_await open_path_async(daemon, path_, flags | O_RDONLY);
         read_only_ = true;
         auto_read_only_ = true;
         daemon_ = &daemon;
       }
     } else {
-      fd_ = open_path(daemon, path_, flags | O_RDWR);
+      fd_ = co_await open_path_async(daemon, path_, flags | O_RDWR);
     }
 
     struct stat st;

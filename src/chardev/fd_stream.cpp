@@ -119,6 +119,8 @@ void FdStream::end() {
 }
 
 asio::awaitable<void> FdStream::drain(std::chrono::milliseconds limit) {
+  // The owner may drop the stream while this waits (the peer hangs up).
+  auto self = shared_from_this();
   asio::steady_timer t(io_);
   auto deadline = std::chrono::steady_clock::now() + limit;
   while (!closed_ && !out_queue_.empty() && std::chrono::steady_clock::now() < deadline) {

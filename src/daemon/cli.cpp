@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <getopt.h>
 
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 
@@ -68,7 +69,13 @@ std::string help_text(const char* prog) {
       "\n"
       "  --pidfile <path>       write process ID to a file after startup\n"
       "\n"
-      "Options other than -h, -V, --daemonize, --pidfile and --log-level are\n"
+      "  --open-hook-fd <fd>    ask the broker on unix socket <fd> to open every\n"
+      "                         path instead of opening it (docs/open-hook.md)\n"
+      "  --open-hook-timeout <seconds>\n"
+      "                         how long to wait for the broker (default 10)\n"
+      "\n"
+      "Options other than -h, -V, --daemonize, --pidfile, --open-hook-* and\n"
+      "--log-level are\n"
       "carried out in the order given: define things before referring to them.\n",
       prog);
 }
@@ -84,6 +91,8 @@ CommandLine parse_command_line(int argc, char** argv) {
     kObject,
     kPidfile,
     kLogLevel,
+    kOpenHookFd,
+    kOpenHookTimeout,
   };
   static const option longopts[] = {
       {"blockdev", required_argument, nullptr, kBlockdev},
@@ -95,6 +104,8 @@ CommandLine parse_command_line(int argc, char** argv) {
       {"monitor", required_argument, nullptr, kMonitor},
       {"nbd-server", required_argument, nullptr, kNbdServer},
       {"object", required_argument, nullptr, kObject},
+      {"open-hook-fd", required_argument, nullptr, kOpenHookFd},
+      {"open-hook-timeout", required_argument, nullptr, kOpenHookTimeout},
       {"pidfile", required_argument, nullptr, kPidfile},
       {"version", no_argument, nullptr, 'V'},
       {nullptr, 0, nullptr, 0},
@@ -115,6 +126,27 @@ CommandLine parse_command_line(int argc, char** argv) {
       case kDaemonize: cl.daemonize = true; break;
       case kPidfile: cl.pidfile = optarg; break;
       case kLogLevel: cl.log_level = optarg; break;
+      case kOpenHookFd: {
+        char* end = nullptr;
+        long fd = std::strtol(optarg, &end, 10);
+        if (!*optarg || *end || fd < 0 || fd > INT_MAX) {
+          fmt::print(stderr, "{}: --open-hook-fd {}: expected a descriptor number\n", prog, optarg);
+          std::exit(1);
+        }
+        cl.open_hook_fd = int(fd);
+        break;
+      }
+      case kOpenHookTimeout: {
+        char* end = nullptr;
+        double secs = std::strtod(optarg, &end);
+        if (!*optarg || *end || !(secs > 0) || secs > 3600) {
+          fmt::print(stderr, "{}: --open-hook-timeout {}: expected seconds in (0, 3600]\n", prog,
+                     optarg);
+          std::exit(1);
+        }
+        cl.open_hook_timeout = secs;
+        break;
+      }
       case kBlockdev: add("blockdev"); break;
       case kChardev: add("chardev"); break;
       case kExport: add("export"); break;

@@ -16,6 +16,8 @@ struct CliOption {
 struct CommandLine {
   std::vector<CliOption> options;  // carried out in this order
   std::optional<std::string> pidfile;
+  std::optional<int> open_hook_fd;          // --open-hook-fd
+  std::optional<double> open_hook_timeout;  // --open-hook-timeout, seconds
   bool daemonize = false;
   std::string log_level = "warn";
 };

@@ -26,6 +26,17 @@ const char* DaemonVersion::package() {
   return "vstord " VSTORD_VERSION;
 }
 
+openhook::OpenHook& Daemon::enable_open_hook() {
+  if (!open_hook_) {
+    open_hook_ = std::make_unique<openhook::OpenHook>(open_hook_timeout_);
+    // Runs on the hook's thread: the event goes out from the main thread.
+    open_hook_->on_lost = [this](const std::string& reason) {
+      asio::post(io_, [reason] { qapi::qapi_event_send_open_hook_lost(reason); });
+    };
+  }
+  return *open_hook_;
+}
+
 Daemon::Daemon(asio::io_context& io) : io_(io) {
   nbd::register_export_driver(*this);
   qapi::set_event_sink([this](std::string_view name, const std::optional<Json>& data) {

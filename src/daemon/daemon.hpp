@@ -21,6 +21,7 @@
 #include "daemon/iothread.hpp"
 #include "export/export.hpp"
 #include "net/fdsets.hpp"
+#include "openhook/client.hpp"
 #include "qapi-types.hpp"
 
 namespace vstord {
@@ -56,6 +57,13 @@ class Daemon {
   std::shared_ptr<nbd::Server> nbd_server() const { return nbd_server_; }
   void set_nbd_server(std::shared_ptr<nbd::Server> server) { nbd_server_ = std::move(server); }
 
+  // Delegated opens (--open-hook-fd, open-hook-attach); null when off.
+  openhook::OpenHook* open_hook() const { return open_hook_.get(); }
+  // Turns delegated opens on (once); OPEN_HOOK_LOST is sent whenever the
+  // broker is dropped.  The time-out is --open-hook-timeout's.
+  openhook::OpenHook& enable_open_hook();
+  void set_open_hook_timeout(std::chrono::milliseconds t) { open_hook_timeout_ = t; }
+
   // User-created objects (--object, object-add), by id.
   void add_object(qapi::ObjectOptions opts);
   const qapi::ObjectOptions* find_object(const std::string& id) const;
@@ -89,6 +97,8 @@ class Daemon {
   BlockGraph block_{*this};
   ExportRegistry exports_{*this};
   std::shared_ptr<nbd::Server> nbd_server_;
+  std::unique_ptr<openhook::OpenHook> open_hook_;
+  std::chrono::milliseconds open_hook_timeout_ = std::chrono::seconds(10);
   std::vector<std::shared_ptr<Monitor>> monitors_;
   std::map<std::string, qapi::ObjectOptions> objects_;
   std::optional<qapi::ShutdownCause> shutdown_cause_;

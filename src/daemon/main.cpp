@@ -18,6 +18,7 @@
 #include "daemon/cli.hpp"
 #include "daemon/daemon.hpp"
 #include "daemon/startup.hpp"
+#include "net/open.hpp"
 #include "qapi/error.hpp"
 #include "util/unique_fd.hpp"
 
@@ -44,12 +45,12 @@ const char* g_prog = "vstord";
 // instance with the same pidfile fails), and removed at exit.
 class PidFile {
  public:
-  void create(const std::string& path) {
-    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
-    if (!fd) {
-      die("", fmt::format("cannot create PID file: Could not create '{}': {}", path,
-                          std::strerror(errno)));
+  void create(Daemon& daemon, const std::string& path) {
+    openhook::Result r = try_open_path(daemon, path, O_WRONLY | O_CREAT, 0600);
+    if (!r.fd) {
+      die("", fmt::format("cannot create PID file: Could not create '{}': {}", path, r.why));
     }
+    UniqueFd fd = std::move(r.fd);
     struct flock lk {};
     lk.l_type = F_WRLCK;
     lk.l_whence = SEEK_SET;
@@ -138,6 +139,18 @@ int main(int argc, char** argv) {
   asio::io_context io;
   Daemon daemon(io);
   if (cl.daemonize) daemon.set_daemonized();
+  if (cl.open_hook_timeout) {
+    daemon.set_open_hook_timeout(std::chrono::milliseconds(int64_t(*cl.open_hook_timeout * 1000)));
+  }
+  if (cl.open_hook_fd) {
+    std::string where = fmt::format("--open-hook-fd {}", *cl.open_hook_fd);
+    if (fcntl(*cl.open_hook_fd, F_GETFD) < 0) die(where, "not an open file descriptor");
+    try {
+      daemon.enable_open_hook().attach(UniqueFd(*cl.open_hook_fd));
+    } catch (const qapi::Error& e) {
+      die(where, e.what());
+    }
+  }
   PidFile pidfile;
 
   asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
@@ -157,7 +170,7 @@ int main(int argc, char** argv) {
             die(opt.as_given, e.what(), e.hint());
           }
         }
-        if (cl.pidfile) pidfile.create(*cl.pidfile);
+        if (cl.pidfile) pidfile.create(daemon, *cl.pidfile);
         if (ready_fd >= 0) daemonize_finish(ready_fd);
         spdlog::info("ready");
       },

@@ -8,10 +8,10 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config python3
   libboost1.81-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev liburing-dev libnbd-dev libssl-dev
-  rpcsvc-proto libtirpc-dev
+  rpcsvc-proto libtirpc-dev libsystemd-dev
   # tests: real peers and the reference implementation
   socat telnet python3-websocket qemu-system-common qemu-utils
-  libnbd-bin python3-libnbd nbdkit fio bc
+  libnbd-bin python3-libnbd nbdkit fio bc systemd
 )
 
 missing=()

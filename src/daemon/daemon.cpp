@@ -99,6 +99,7 @@ asio::awaitable<void> Daemon::shutdown_sequence() {
   // Start after the current handler: the reply to 'quit' goes out first.
   co_await asio::post(io_, asio::use_awaitable);
   spdlog::info("shutting down ({})", qapi::enum_name(*shutdown_cause_));
+  notifier_.stopping(fmt::format("Shutting down ({})", qapi::enum_name(*shutdown_cause_)));
   qapi::qapi_event_send_shutdown(false, *shutdown_cause_);
   // Give clients their last replies and the SHUTDOWN event, within one
   // deadline for all of them.

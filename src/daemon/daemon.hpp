@@ -19,6 +19,7 @@
 #include "block/block.hpp"
 #include "chardev/chardev.hpp"
 #include "daemon/iothread.hpp"
+#include "daemon/systemd.hpp"
 #include "export/export.hpp"
 #include "net/fdsets.hpp"
 #include "openhook/client.hpp"
@@ -64,6 +65,10 @@ class Daemon {
   openhook::OpenHook& enable_open_hook();
   void set_open_hook_timeout(std::chrono::milliseconds t) { open_hook_timeout_ = t; }
 
+  // Socket activation and the service manager (systemd).
+  ActivatedSockets& activated() { return activated_; }
+  ServiceNotifier& notifier() { return notifier_; }
+
   // User-created objects (--object, object-add), by id.
   void add_object(qapi::ObjectOptions opts);
   const qapi::ObjectOptions* find_object(const std::string& id) const;
@@ -98,6 +103,8 @@ class Daemon {
   ExportRegistry exports_{*this};
   std::shared_ptr<nbd::Server> nbd_server_;
   std::unique_ptr<openhook::OpenHook> open_hook_;
+  ActivatedSockets activated_;
+  ServiceNotifier notifier_{io_};
   std::chrono::milliseconds open_hook_timeout_ = std::chrono::seconds(10);
   std::vector<std::shared_ptr<Monitor>> monitors_;
   std::map<std::string, qapi::ObjectOptions> objects_;

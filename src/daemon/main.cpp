@@ -139,6 +139,7 @@ int main(int argc, char** argv) {
   asio::io_context io;
   Daemon daemon(io);
   if (cl.daemonize) daemon.set_daemonized();
+  daemon.activated().take_from_environment();
   if (cl.open_hook_timeout) {
     daemon.set_open_hook_timeout(std::chrono::milliseconds(int64_t(*cl.open_hook_timeout * 1000)));
   }
@@ -164,6 +165,7 @@ int main(int argc, char** argv) {
       io,
       [&]() -> asio::awaitable<void> {
         for (const CliOption& opt : cl.options) {
+          daemon.notifier().status("Starting: " + opt.as_given);
           try {
             co_await run_option(daemon, opt);
           } catch (const qapi::Error& e) {
@@ -172,6 +174,11 @@ int main(int argc, char** argv) {
         }
         if (cl.pidfile) pidfile.create(daemon, *cl.pidfile);
         if (ready_fd >= 0) daemonize_finish(ready_fd);
+        // Every listener, chardev, node and export of the command line is
+        // up: the service manager may start what depends on them.
+        daemon.notifier().ready(fmt::format("Running: {} chardev(s), {} block export(s)",
+                                            daemon.chardevs().all().size(),
+                                            daemon.exports().query().size()));
         spdlog::info("ready");
       },
       [](std::exception_ptr e) {

@@ -13,6 +13,14 @@ namespace asio = boost::asio;
 
 namespace {
 
+// Command-line options name descriptors by number, or a socket systemd
+// passed by its FileDescriptorName.
+FdContext cli_fd_context(Daemon& daemon) {
+  FdContext ctx;
+  ctx.take_activated = [&daemon](const std::string& name) { return daemon.activated().take(name); };
+  return ctx;
+}
+
 template <class T, class Visit>
 T parse_typed(const std::string& text, const char* implied_key, Visit visit) {
   bool keyval = false;
@@ -50,13 +58,13 @@ asio::awaitable<void> add_chardev(Daemon& daemon, const CliOption& cli) {
   // it, as in QEMU.
   std::string id = opts.mux ? opts.id + "-base" : opts.id;
   if (daemon.chardevs().contains(id)) qapi::fail("Duplicate ID '{}' for chardev", id);
-  auto chr = chardev_new(daemon, id, opts.backend, FdContext{});
+  auto chr = chardev_new(daemon, id, opts.backend, cli_fd_context(daemon));
   daemon.chardevs().add(chr);
   co_await chr->open();
   if (opts.mux) {
     qapi::ChardevBackend mux;
     mux.emplace<qapi::ChardevBackendKind::mux>().data.chardev = id;
-    auto m = chardev_new(daemon, opts.id, mux, FdContext{});
+    auto m = chardev_new(daemon, opts.id, mux, cli_fd_context(daemon));
     daemon.chardevs().add(m);
     co_await m->open();
   }
@@ -108,7 +116,7 @@ asio::awaitable<void> run_option(Daemon& daemon, const CliOption& opt) {
   } else if (opt.name == "nbd-server") {
     auto opts =
         parse_typed<qapi::NbdServerOptions>(opt.arg, nullptr, qapi::visit_type_NbdServerOptions);
-    nbd::server_start(daemon, opts, FdContext{});
+    nbd::server_start(daemon, opts, cli_fd_context(daemon));
   } else {
     qapi::fail("unknown option --{}", opt.name);
   }

@@ -201,10 +201,13 @@ UniqueFd socket_fd_from_address(const std::string& str, const FdContext& ctx) {
     fd = ctx.take_named(str);
   } else {
     long long num;
-    if (!parse_decimal(str, num) || num < 0 || num > INT32_MAX) {
+    if (parse_decimal(str, num) && num >= 0 && num <= INT32_MAX) {
+      fd = UniqueFd(static_cast<int>(num));
+    } else if (ctx.take_activated && (fd = ctx.take_activated(str))) {
+      // A socket systemd passed under that name (FileDescriptorName).
+    } else {
       qapi::fail("Unable to parse FD number {}", str);
     }
-    fd = UniqueFd(static_cast<int>(num));
   }
   if (!fd_is_socket(fd.get())) {
     if (!ctx.in_monitor()) fd.release();  // not ours to close

@@ -25,6 +25,9 @@ namespace vstord {
 // through 'take_named'.
 struct FdContext {
   std::function<UniqueFd(const std::string& name)> take_named;  // empty outside monitors
+  // On the command line: sockets passed by socket activation, by their
+  // FileDescriptorName (null if none has the name).
+  std::function<UniqueFd(const std::string& name)> take_activated;
   bool in_monitor() const { return static_cast<bool>(take_named); }
 };
 

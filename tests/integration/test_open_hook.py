@@ -19,7 +19,7 @@ import threading
 import time
 import unittest
 
-from daemon import VSTORD, Daemon, monitor_args, wait_for
+from daemon import VSTORD, Daemon, monitor_args, stop_process, wait_for
 from qmp import QMPClient
 
 BROKER = os.path.join(os.path.dirname(VSTORD), "vstord-open-broker")
@@ -389,7 +389,7 @@ class ReferenceBroker(unittest.TestCase):
             self.broker = subprocess.Popen(
                 [BROKER, "--policy", self.policy, "--log", self.log, "--fd",
                  str(ours.fileno())], pass_fds=[ours.fileno()], stdin=subprocess.DEVNULL)
-            self.addCleanup(self.stop_proc, self.broker)
+            self.addCleanup(stop_process, self.broker)
             ours.close()
             argv += ["--open-hook-fd", str(theirs.fileno())]
             pass_fds = [theirs.fileno()]
@@ -397,7 +397,7 @@ class ReferenceBroker(unittest.TestCase):
         self.addCleanup(err.close)
         self.daemon = subprocess.Popen(argv, pass_fds=pass_fds, stdin=subprocess.DEVNULL,
                                        stderr=err)
-        self.addCleanup(self.stop_proc, self.daemon)
+        self.addCleanup(stop_process, self.daemon)
         if broker:
             theirs.close()
         wait_for(lambda: os.path.exists("%s/pid" % self.run_dir) or
@@ -406,16 +406,6 @@ class ReferenceBroker(unittest.TestCase):
         self.qmp = QMPClient.unix("%s/qmp.sock" % self.run_dir)
         self.addCleanup(self.qmp.close)
         self.qmp.negotiate()
-
-    @staticmethod
-    def stop_proc(p):
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
 
     def broker_log(self):
         with open(self.log) as f:
@@ -450,7 +440,7 @@ class ReferenceBroker(unittest.TestCase):
         r = self.add("f0", self.img)
         self.assertEqual(r["error"]["desc"], "Could not open '%s': Permission denied" % self.img)
         self.qmp.close()
-        self.stop_proc(self.daemon)
+        stop_process(self.daemon)
         os.unlink("%s/pid" % self.run_dir) if os.path.exists("%s/pid" % self.run_dir) else None
         self.start(unprivileged=True)
         status = open("/proc/%d/status" % self.daemon.pid).read()
@@ -496,7 +486,7 @@ class ReferenceBroker(unittest.TestCase):
                 "--blockdev", "driver=file,node-name=f0,filename=%s" % self.img,
                 "--open-hook-fd", "3"]
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
-        self.addCleanup(self.stop_proc, p)
+        self.addCleanup(stop_process, p)
         wait_for(lambda: os.path.exists("%s/pid" % self.run_dir) or p.poll() is not None,
                  what="pidfile")
         self.assertIsNone(p.poll())

@@ -112,10 +112,11 @@ TEST(SocketAddress, FdRules) {
   UniqueFd fd = socket_fd_from_address(std::to_string(sv[0]), FdContext{});
   EXPECT_EQ(fd.get(), sv[0]);
   // Inside a monitor: names only, looked up through the monitor.
-  FdContext mon{[&](const std::string& name) -> UniqueFd {
+  FdContext mon;
+  mon.take_named = [&](const std::string& name) -> UniqueFd {
     if (name == "good") return UniqueFd(sv[1]);
     qapi::fail("File descriptor named '{}' has not been found", name);
-  }};
+  };
   EXPECT_EQ(error_of([&] { socket_fd_from_address("3", mon); }),
             "File descriptor named '3' has not been found");
   EXPECT_EQ(socket_fd_from_address("good", mon).get(), sv[1]);
@@ -127,6 +128,20 @@ TEST(SocketAddress, FdRules) {
   EXPECT_EQ(fcntl(p[0], F_GETFD) >= 0, true) << "a refused inherited fd stays open";
   close(p[0]);
   close(p[1]);
+}
+
+TEST(SocketAddress, ActivatedSocketsByName) {
+  // On the command line a name that is not a number may be a socket that
+  // systemd passed with that FileDescriptorName.
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  close(sv[1]);
+  FdContext cli;
+  cli.take_activated = [&](const std::string& name) {
+    return name == "nbd" ? UniqueFd(sv[0]) : UniqueFd();
+  };
+  EXPECT_EQ(socket_fd_from_address("nbd", cli).get(), sv[0]);
+  EXPECT_EQ(error_of([&] { socket_fd_from_address("qmp", cli); }), "Unable to parse FD number qmp");
 }
 
 TEST(SocketAddress, VsockWithoutKernelSupportIsAClearError) {

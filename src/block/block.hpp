@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "net/socket_address.hpp"
 #include "qapi-types.hpp"
 #include "util/unique_fd.hpp"
 
@@ -265,7 +266,9 @@ class BlockGraph {
   ~BlockGraph();
 
   // blockdev-add: opens the node and its inline children.
-  Task<std::shared_ptr<BlockNode>> add(const qapi::BlockdevOptions& opts);
+  // fds resolves 'fd' socket addresses (a monitor's names, or numbers on
+  // the command line).
+  Task<std::shared_ptr<BlockNode>> add(const qapi::BlockdevOptions& opts, const FdContext& fds);
   // blockdev-del.
   void del(const std::string& node_name);
 
@@ -288,7 +291,8 @@ class BlockGraph {
   void close_all();
 
  private:
-  Task<std::shared_ptr<BlockNode>> open_node(const qapi::BlockdevOptions& opts, bool root);
+  Task<std::shared_ptr<BlockNode>> open_node(const qapi::BlockdevOptions& opts, bool root,
+                                             const FdContext& fds);
   std::string generate_name();
 
   Daemon& daemon_;
@@ -305,6 +309,9 @@ struct NodeOpenContext {
   Daemon& daemon;
   std::string name;
   std::shared_ptr<BlockNode> file;
+  // How 'fd' socket addresses are found: names in a monitor command,
+  // numbers on the command line.
+  const FdContext& fds;
 };
 Task<std::shared_ptr<BlockNode>> open_file_node(NodeOpenContext& ctx,
                                                 const qapi::BlockdevOptions& opts);

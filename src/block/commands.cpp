@@ -3,6 +3,7 @@
 #include "block/bitmap.hpp"
 #include "block/block.hpp"
 #include "daemon/daemon.hpp"
+#include "monitor/monitor.hpp"
 #include "qapi-commands.hpp"
 #include "qapi/error.hpp"
 
@@ -35,7 +36,9 @@ std::vector<BlockDeviceInfo> qmp_query_named_block_nodes(CommandContext& ctx, st
 }
 
 boost::asio::awaitable<void> qmp_blockdev_add(CommandContext& ctx, BlockdevOptions arg) {
-  co_await ctx.daemon.block().add(arg);
+  // A named local: GCC 12 destroys temporaries inside co_await twice.
+  vstord::FdContext fds = vstord::monitor_fd_context(ctx);
+  co_await ctx.daemon.block().add(arg, fds);
 }
 
 void qmp_blockdev_del(CommandContext& ctx, std::string node_name) {

@@ -43,14 +43,15 @@ std::vector<std::shared_ptr<BlockNode>> BlockGraph::nodes() const {
   return {nodes_.rbegin(), nodes_.rend()};
 }
 
-Task<std::shared_ptr<BlockNode>> BlockGraph::add(const qapi::BlockdevOptions& opts) {
+Task<std::shared_ptr<BlockNode>> BlockGraph::add(const qapi::BlockdevOptions& opts,
+                                                 const FdContext& fds) {
   if (!opts.node_name) qapi::fail("'node-name' must be specified for the root node");
-  auto node = co_await open_node(opts, true);
+  auto node = co_await open_node(opts, true, fds);
   co_return node;
 }
 
-Task<std::shared_ptr<BlockNode>> BlockGraph::open_node(const qapi::BlockdevOptions& opts,
-                                                       bool root) {
+Task<std::shared_ptr<BlockNode>> BlockGraph::open_node(const qapi::BlockdevOptions& opts, bool root,
+                                                       const FdContext& fds) {
   std::string name;
   if (opts.node_name) {
     name = *opts.node_name;
@@ -72,13 +73,13 @@ Task<std::shared_ptr<BlockNode>> BlockGraph::open_node(const qapi::BlockdevOptio
       file = find(child_name);
       if (!file) qapi::fail("Cannot find device='{}' nor node-name='{}'", child_name, child_name);
     } else {
-      file = co_await open_node(*std::get<0>(ref.u), false);
+      file = co_await open_node(*std::get<0>(ref.u), false, fds);
       created.push_back(file);
     }
   }
   if (name.empty()) name = generate_name();
 
-  NodeOpenContext ctx{daemon_, name, file};
+  NodeOpenContext ctx{daemon_, name, file, fds};
   std::shared_ptr<BlockNode> node;
   try {
     switch (opts.driver()) {

@@ -65,6 +65,14 @@ class NbdNode final : public BlockNode {
 
   ~NbdNode() override { close(); }
 
+  // An 'fd' server address names a connected socket: taken now, in the
+  // context of the command or option (a monitor's name, a number on the
+  // command line), and used for the first connection.
+  void take_fd_address(const FdContext& fds) {
+    if (addr_.type() != qapi::SocketAddressType::fd) return;
+    given_fd_ = socket_fd_from_address(addr_.get<qapi::SocketAddressType::fd>().str, fds);
+  }
+
   // Connects (retrying until open-timeout); throws qapi::Error.
   Task<void> open() {
     std::string error;
@@ -370,10 +378,17 @@ class NbdNode final : public BlockNode {
     nbd_set_export_name(h_, export_.c_str());
     nbd_add_meta_context(h_, bitmap_context_ ? bitmap_context_->c_str() : "base:allocation");
     UniqueFd fd;
-    try {
-      fd = socket_connect(addr_, FdContext{});
-    } catch (const qapi::Error& e) {
-      return std::string(e.what());
+    if (addr_.type() == qapi::SocketAddressType::fd) {
+      // A passed descriptor serves one connection; there is nothing to
+      // reconnect to once it is gone.
+      if (!given_fd_) return "Cannot reconnect: the server address is a file descriptor";
+      fd = std::move(given_fd_);
+    } else {
+      try {
+        fd = socket_connect(addr_, FdContext{});
+      } catch (const qapi::Error& e) {
+        return std::string(e.what());
+      }
     }
     if (nbd_connect_socket(h_, fd.release()) < 0) {
       return fmt::format("Failed to connect to '{}': {}", socket_address_to_string(addr_),
@@ -393,6 +408,7 @@ class NbdNode final : public BlockNode {
   }
 
   qapi::SocketAddress addr_;
+  UniqueFd given_fd_;  // an 'fd' address's socket, until the first connect
   std::string export_;
   std::optional<std::string> bitmap_context_;
   std::chrono::seconds reconnect_delay_{0};
@@ -422,6 +438,7 @@ class NbdNode final : public BlockNode {
 Task<std::shared_ptr<BlockNode>> open_nbd_node(NodeOpenContext& ctx,
                                                const qapi::BlockdevOptions& opts) {
   auto node = std::make_shared<NbdNode>(opts, ctx.name);
+  node->take_fd_address(ctx.fds);
   co_await node->open();
   co_return node;
 }

@@ -28,13 +28,6 @@ void Chardev::write(std::string data) {
 void Chardev::close() {
   close_backend();
   logfd_.reset();
-  for (int fd : fdset_dups_) fdset_owner_->fdsets().release_dup(fd);
-  fdset_dups_.clear();
-}
-
-void Chardev::track_fdset_dup(Daemon& daemon, int fd) {
-  fdset_owner_ = &daemon;
-  fdset_dups_.push_back(fd);
 }
 
 void Chardev::open_log(Daemon& daemon, const qapi::ChardevCommon& common) {
@@ -48,7 +41,6 @@ void Chardev::open_log(Daemon& daemon, const qapi::ChardevCommon& common) {
     if (msg.starts_with("Could not open")) msg.replace(0, 14, "Could not create");
     throw qapi::Error(msg);
   }
-  if (FdSets::is_fdset_path(*common.logfile)) track_fdset_dup(daemon, logfd_.get());
   log_timestamps_ = common.logtimestamp.value_or(false);
 }
 

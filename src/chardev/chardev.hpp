@@ -106,9 +106,6 @@ class Chardev : public std::enable_shared_from_this<Chardev> {
 
   // The logfile options every backend takes (ChardevCommon).
   void open_log(Daemon& daemon, const qapi::ChardevCommon& common);
-  // Descriptors this device got from "/dev/fdset/N" paths; they are given
-  // back to their fd sets when it closes.
-  void track_fdset_dup(Daemon& daemon, int fd);
 
  protected:
   virtual void backend_write(std::string data) = 0;
@@ -121,8 +118,6 @@ class Chardev : public std::enable_shared_from_this<Chardev> {
 
   std::string id_;
   UniqueFd logfd_;
-  Daemon* fdset_owner_ = nullptr;
-  std::vector<int> fdset_dups_;
   bool log_timestamps_ = false;
   bool log_at_line_start_ = true;
 };

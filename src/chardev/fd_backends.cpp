@@ -182,30 +182,13 @@ class PtyChardev final : public FdChardev {
 
 }  // namespace
 
-namespace {
-
-// Descriptors from "/dev/fdset/N" paths go back to their set when the
-// device closes.
-std::shared_ptr<Chardev> tracked(Daemon& daemon, std::shared_ptr<Chardev> chr,
-                                 std::initializer_list<std::pair<const std::string*, int>> opened) {
-  for (auto [path, fd] : opened) {
-    if (path && fd >= 0 && FdSets::is_fdset_path(*path)) chr->track_fdset_dup(daemon, fd);
-  }
-  return chr;
-}
-
-}  // namespace
-
 std::shared_ptr<Chardev> chardev_file_new(Daemon& daemon, const std::string& id,
                                           const qapi::ChardevFile& opts) {
   int flags = O_WRONLY | O_CREAT | (opts.append.value_or(false) ? O_APPEND : O_TRUNC);
   UniqueFd out = open_path(daemon, opts.out, flags, 0666);
   UniqueFd in;
   if (opts.in) in = open_path(daemon, *opts.in, O_RDONLY);
-  int in_fd = in.get(), out_fd = out.get();
-  return tracked(daemon,
-                 std::make_shared<FdChardev>(daemon, id, std::move(in), std::move(out), "file"),
-                 {{&opts.out, out_fd}, {opts.in ? &*opts.in : nullptr, in_fd}});
+  return std::make_shared<FdChardev>(daemon, id, std::move(in), std::move(out), "file");
 }
 
 std::shared_ptr<Chardev> chardev_pipe_new(Daemon& daemon, const std::string& id,
@@ -231,11 +214,8 @@ std::shared_ptr<Chardev> chardev_serial_new(Daemon& daemon, const std::string& i
     qapi::fail("not a parallel port: {}", std::strerror(errno));
   }
   if (!parallel) make_raw(fd.get(), false);
-  int num = fd.get();
-  return tracked(daemon,
-                 std::make_shared<FdChardev>(daemon, id, std::move(fd), UniqueFd{},
-                                             parallel ? "parallel" : "serial"),
-                 {{&opts.device, num}});
+  return std::make_shared<FdChardev>(daemon, id, std::move(fd), UniqueFd{},
+                                     parallel ? "parallel" : "serial");
 }
 
 std::shared_ptr<Chardev> chardev_stdio_new(Daemon& daemon, const std::string& id,

@@ -27,8 +27,7 @@ namespace {
 // A datagram socket bound to 'local' (if given) and connected to 'remote'.
 UniqueFd udp_socket(const qapi::SocketAddress& remote,
                     const std::optional<qapi::SocketAddress>& local) {
-  if (remote.type() != SocketAddressType::inet)
-    qapi::fail("udp chardevs support inet addresses only");
+  if (remote.type() != SocketAddressType::inet) qapi::fail("socket type unsupported for datagram");
   const auto& r = remote.get<SocketAddressType::inet>();
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -42,7 +41,7 @@ UniqueFd udp_socket(const qapi::SocketAddress& remote,
   if (!fd) qapi::fail("Failed to create socket: {}", std::strerror(errno));
   if (local) {
     if (local->type() != SocketAddressType::inet)
-      qapi::fail("udp chardevs support inet addresses only");
+      qapi::fail("socket type unsupported for datagram");
     const auto& l = local->get<SocketAddressType::inet>();
     addrinfo lh{};
     lh.ai_family = res->ai_family;

@@ -108,7 +108,8 @@ asio::awaitable<void> run_option(Daemon& daemon, const CliOption& opt) {
   } else if (opt.name == "blockdev") {
     auto opts =
         parse_typed<qapi::BlockdevOptions>(opt.arg, "driver", qapi::visit_type_BlockdevOptions);
-    co_await daemon.block().add(opts);
+    FdContext fds = cli_fd_context(daemon);
+    co_await daemon.block().add(opts, fds);
   } else if (opt.name == "export") {
     auto opts =
         parse_typed<qapi::BlockExportOptions>(opt.arg, "type", qapi::visit_type_BlockExportOptions);

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import unittest
@@ -221,6 +222,39 @@ class Transport(DriverTestCase):
         self.assertEqual(info["image"]["format"], "nbd")
         self.assertEqual(info["image"]["virtual-size"], SIZE)
         self.assertFalse(info["ro"])
+
+    def test_fd_address_by_name_in_a_monitor(self):
+        """server type 'fd' in blockdev-add names a connected socket passed
+        with getfd; a number is refused there."""
+        img = make_image(os.path.join(self.dir, "up.img"), SIZE)
+        up = self.upstream(img)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(up.sock)
+        self.q.ok("getfd", {"fdname": "upstream"}, fds=[s.fileno()])
+        s.close()
+        err = self.q.error("blockdev-add", {"driver": "nbd", "node-name": "n1",
+                                            "server": {"type": "fd", "str": "3"}})
+        self.assertEqual(err["desc"], "File descriptor named '3' has not been found")
+        self.add_nbd({"type": "fd", "str": "upstream"}, export="up")
+        uri = self.reexport()
+        self.round_trip(uri, img, seed=3)
+
+    def test_fd_address_by_number_on_the_command_line(self):
+        img = make_image(os.path.join(self.dir, "up.img"), SIZE)
+        up = self.upstream(img)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(up.sock)
+        d = Daemon(monitor_args() + [
+            "--blockdev", "driver=nbd,node-name=n0,server.type=fd,server.str=%d,export=up"
+            % s.fileno(),
+            "--nbd-server", "addr.type=unix,addr.path=@DIR@/nbd.sock",
+            "--export", "type=nbd,id=e0,node-name=n0,name=re,writable=on"],
+            pass_fds=[s.fileno()])
+        self.addCleanup(d.stop)
+        s.close()
+        out = os.path.join(self.dir, "out")
+        self.nbdcopy("nbd+unix:///re?socket=" + d.path("nbd.sock"), out)
+        self.assertEqual(sha256_file(out), sha256_file(img))
 
     def test_inet_round_trip_and_node_info(self):
         img = make_image(os.path.join(self.dir, "up.img"), SIZE)

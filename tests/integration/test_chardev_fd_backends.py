@@ -77,7 +77,7 @@ class File(Base):
         self.assertTrue(all(is_greeting(l) for l in lines[:-1]), lines)
         self.assertEqual(chardevs(c)["w"]["filename"], "file")
         # The access mode must match.
-        self.assertIn("matching access mode", c.error("chardev-add", {
+        self.assertIn("matching flags", c.error("chardev-add", {
             "id": "r", "backend": backend("file", out=path, **{"in": "/dev/fdset/7"})})["desc"])
 
     # Closing the duplicate lets remove-fd free the set, as in QEMU.

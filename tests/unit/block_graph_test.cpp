@@ -121,7 +121,9 @@ class BlockGraphTest : public ::testing::Test {
     if (error) std::rethrow_exception(error);
   }
 
-  std::shared_ptr<BlockNode> add(const BlockdevOptions& opts) { return run(graph().add(opts)); }
+  std::shared_ptr<BlockNode> add(const BlockdevOptions& opts) {
+    return run(graph().add(opts, cli_fds_));
+  }
   std::string add_error(const BlockdevOptions& opts) {
     return error_of([&] { add(opts); });
   }
@@ -142,6 +144,7 @@ class BlockGraphTest : public ::testing::Test {
 
   asio::io_context io_;
   Daemon daemon_{io_};
+  FdContext cli_fds_;  // as on the command line: fd addresses are numbers
 
  private:
   void drive(const bool& done) {

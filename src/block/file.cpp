@@ -91,18 +91,11 @@ class FileNode final : public BlockNode {
     if (read_only_) {
       fd_ = co_await open_path_async(daemon, path_, flags | O_RDONLY);
     } else if (auto_ro) {
-      bool writable = true;
-      try {
-        fd_ = co_await open_path_async(daemon, path_, flags | O_RDWR);
-      } catch (const qapi::Error&) {
-        writable = false;  // no co_await in a handler
-      }
-      if (!writable) {
-        fd_ = co_await open_path_async(daemon, path_, flags | O_RDONLY);
-        read_only_ = true;
-        auto_read_only_ = true;
-        daemon_ = &daemon;
-      }
+      // As QEMU since 4.0: read-only until a writer attaches (set_perm),
+      // so that a manager can grant writing only when it is needed.
+      fd_ = co_await open_path_async(daemon, path_, flags | O_RDONLY);
+      auto_read_only_ = true;
+      daemon_ = &daemon;
     } else {
       fd_ = co_await open_path_async(daemon, path_, flags | O_RDWR);
     }
@@ -406,6 +399,7 @@ class FileNode final : public BlockNode {
   }
 
   void set_perm(uint32_t perm, uint32_t shared) override {
+    if (auto_read_only_ && fd_) reopen_for(perm);
     if (!locking_ || !fd_) return;
     uint32_t unshared = perm::all & ~shared;
     for (int bit = 0; bit < 4; ++bit) {
@@ -430,12 +424,25 @@ class FileNode final : public BlockNode {
     }
   }
 
-  void make_writable() override {
-    if (!auto_read_only_) BlockNode::make_writable();
-    int flags = O_CLOEXEC | O_RDWR | (cache_direct_ ? O_DIRECT : 0);
-    fd_ = open_path(*daemon_, path_, flags);
-    read_only_ = false;
-    auto_read_only_ = false;
+  // auto-read-only: the file is open read-write exactly while a user
+  // needs to write.  The new descriptor takes the old one's number
+  // (dup3), so requests in flight on other threads never see a closed
+  // number.  Throws qapi::Error when writing cannot be had.
+  void reopen_for(uint32_t perm) {
+    bool want_write = perm & (perm::write | perm::write_unchanged);
+    if (want_write == fd_writable_) return;
+    int flags = O_CLOEXEC | (want_write ? O_RDWR : O_RDONLY) | (cache_direct_ ? O_DIRECT : 0);
+    UniqueFd fd;
+    try {
+      fd = open_path(*daemon_, path_, flags);
+    } catch (const qapi::Error&) {
+      if (want_write) throw;
+      return;  // staying read-write is harmless
+    }
+    if (dup3(fd.get(), fd_.get(), O_CLOEXEC) < 0) {
+      qapi::fail("Could not reopen '{}': {}", path_, strerror(errno));
+    }
+    fd_writable_ = want_write;
     share_span_fd();
   }
 
@@ -543,7 +550,8 @@ class FileNode final : public BlockNode {
   AioEngine engine_ = AioEngine::threads;
   bool locking_ = true;
   bool is_device_ = false;
-  bool auto_read_only_ = false;  // opened read-only because writing failed
+  bool auto_read_only_ = false;  // read-write only while a writer needs it
+  bool fd_writable_ = false;     // with auto_read_only_: fd_ is O_RDWR
   Daemon* daemon_ = nullptr;
 };
 

@@ -455,11 +455,33 @@ class NodeOptions(BlockTestCase):
         self.assertEqual(self.c.error("block-export-add", {
             "type": "nbd", "id": "rw", "node-name": "r", "name": "rw", "writable": True})["desc"],
             "Could not open '%s': Operation not permitted" % path)
-        # A writable image under auto-read-only is opened read-write.
+        # A writable image under auto-read-only is open read-only until a
+        # writer comes, read-write while it is there, as in QEMU.
         other = self.image("other")
         self.add(driver="file", **{"node-name": "b"}, filename=other, **{"auto-read-only": True})
         self.assertFalse(self.nodes()["b"]["ro"])
+        self.assertEqual(self.open_mode(other), os.O_RDONLY)
         self.export("wb", "b", writable=True)
+        self.assertEqual(self.open_mode(other), os.O_RDWR)
+        self.c.ok("block-export-del", {"id": "wb"})
+        self.c.read_event("BLOCK_EXPORT_DELETED")
+        self.assertEqual(self.open_mode(other), os.O_RDONLY)
+
+    def open_mode(self, path):
+        """The access mode the daemon has path open with (one descriptor)."""
+        pid = self.daemon.pid
+        modes = []
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                if os.readlink("/proc/%d/fd/%s" % (pid, fd)) != path:
+                    continue
+                with open("/proc/%d/fdinfo/%s" % (pid, fd)) as f:
+                    flags = int(f.read().split("flags:")[1].split()[0], 8)
+            except OSError:
+                continue
+            modes.append(flags & os.O_ACCMODE)
+        self.assertEqual(len(set(modes)), 1, modes)
+        return modes[0]
 
     def test_detect_zeroes(self):
         path = self.image()

@@ -424,8 +424,6 @@ class FdsetOpeners(FdTestCase):
     # 4.0) opens an auto-read-only node O_RDONLY whatever the file allows
     # and reopens it O_RDWR only when a writer attaches, so a set holding
     # only an O_RDWR descriptor does not serve it.
-    @unittest.skipIf(not is_qemu(), "not yet in vstord: an auto-read-only file node opens "
-                     "O_RDWR first and falls back to O_RDONLY (QEMU before 4.0)")
     def test_auto_read_only_opens_read_only_first(self):
         self.start()
         img = self.tmp("img", b"\0" * 65536)

@@ -140,8 +140,9 @@ class FileNode final : public BlockNode {
         break;
       }
       done += r;
-      if (done < want && cache_direct_) {
-        // O_DIRECT reads come up short only at the end of the file.
+      if (done < want && cache_direct_ && offset + done >= uint64_t(current_size())) {
+        // A short O_DIRECT read at the end of the file: the rest reads as
+        // zeroes.  (Short elsewhere, it goes on below.)
         zero_tail(iov, done);
         break;
       }
@@ -241,8 +242,16 @@ class FileNode final : public BlockNode {
       std::memcpy(to, v.iov_base, v.iov_len);
       to += v.iov_len;
     }
+    // Whole blocks past the end of a file whose size is not a multiple of
+    // the block would make it longer: cut it back to what was written.
+    int64_t size_before = current_size();
     iovec whole{buf.get(), size_t(end - start)};
-    co_return co_await plain_write(start, IoVec(&whole, 1), flags);
+    int r = co_await plain_write(start, IoVec(&whole, 1), flags);
+    uint64_t keep = std::max<uint64_t>(uint64_t(size_before), offset + len);
+    if (r == 0 && !is_device_ && end > keep && ftruncate(fd_.get(), off_t(keep)) < 0) {
+      co_return -errno;
+    }
+    co_return r;
   }
 
   // Zeroing and discarding change whole ranges: they wait for a

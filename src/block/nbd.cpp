@@ -80,7 +80,11 @@ class NbdNode final : public BlockNode {
     for (;;) {
       // Connecting blocks: it runs on the node's own thread.
       error = co_await on_loop<std::string>([this] { return connect_once(); });
-      if (error.empty() || Clock::now() >= deadline) break;
+      // A passed descriptor cannot be tried twice: its first error stands.
+      if (error.empty() || Clock::now() >= deadline ||
+          addr_.type() == qapi::SocketAddressType::fd) {
+        break;
+      }
       asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::seconds(1));
       co_await t.async_wait(asio::use_awaitable);
     }

@@ -139,9 +139,9 @@ CommandLine parse_command_line(int argc, char** argv) {
       case kOpenHookTimeout: {
         char* end = nullptr;
         double secs = std::strtod(optarg, &end);
-        if (!*optarg || *end || !(secs > 0) || secs > 3600) {
-          fmt::print(stderr, "{}: --open-hook-timeout {}: expected seconds in (0, 3600]\n", prog,
-                     optarg);
+        if (!*optarg || *end || !(secs >= 0.001) || secs > 3600) {
+          fmt::print(stderr, "{}: --open-hook-timeout {}: expected seconds in [0.001, 3600]\n",
+                     prog, optarg);
           std::exit(1);
         }
         cl.open_hook_timeout = secs;

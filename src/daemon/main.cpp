@@ -147,6 +147,7 @@ int main(int argc, char** argv) {
     std::string where = fmt::format("--open-hook-fd {}", *cl.open_hook_fd);
     if (fcntl(*cl.open_hook_fd, F_GETFD) < 0) die(where, "not an open file descriptor");
     try {
+      openhook::OpenHook::check_socket(*cl.open_hook_fd);
       daemon.enable_open_hook().attach(UniqueFd(*cl.open_hook_fd));
     } catch (const qapi::Error& e) {
       die(where, e.what());

@@ -21,6 +21,13 @@ void ActivatedSockets::take_from_environment() {
     int fd = SD_LISTEN_FDS_START + i;
     fcntl(fd, F_SETFD, FD_CLOEXEC);
     std::string name = names && names[i] ? names[i] : "unknown";
+    if (by_name_.contains(name)) {
+      // An address names one socket: the others of that name stay unused.
+      spdlog::warn(
+          "socket activation: several sockets are named '{}'; fd {} can only be used "
+          "by number",
+          name, fd);
+    }
     by_name_.emplace(name, fd);
     spdlog::info("socket activation: fd {} named '{}'", fd, name);
   }

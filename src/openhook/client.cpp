@@ -47,13 +47,17 @@ OpenHook::~OpenHook() {
   }
 }
 
-void OpenHook::attach(UniqueFd sock) {
+void OpenHook::check_socket(int sock) {
   int domain = 0, type = 0;
   socklen_t len = sizeof(int);
-  if (getsockopt(sock.get(), SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_UNIX ||
-      getsockopt(sock.get(), SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM) {
+  if (getsockopt(sock, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_UNIX ||
+      getsockopt(sock, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM) {
     qapi::fail("The open hook needs a unix stream socket");
   }
+}
+
+void OpenHook::attach(UniqueFd sock) {
+  check_socket(sock.get());
   // A broker that stops reading must not block the daemon for longer than
   // it may take to answer.
   timeval tv{long(timeout_.count() / 1000), long(timeout_.count() % 1000 * 1000)};
@@ -63,6 +67,7 @@ void OpenHook::attach(UniqueFd sock) {
     std::lock_guard guard(lock_);
     if (sock_) qapi::fail("An open-hook broker is attached already");
     sock_ = std::move(sock);
+    ++generation_;
   }
   wake();
   spdlog::info("open hook: broker attached");
@@ -137,7 +142,7 @@ void OpenHook::run() {
     lock.unlock();
     int n = ::poll(fds, 2, timeout_ms);
     lock.lock();
-    if (n < 0 && errno != EINTR) break;
+    if (n < 0) continue;  // EINTR; deadlines are checked again below
     if (fds[0].revents) {
       uint64_t count;
       (void)!::read(wake_fd_.get(), &count, sizeof(count));
@@ -190,12 +195,16 @@ void OpenHook::expire(std::unique_lock<std::mutex>& lock) {
     Pending p = std::move(it->second);
     pending_.erase(it);
     auto secs = std::chrono::duration<double>(timeout_).count();
+    uint64_t generation = generation_;
     lock.unlock();
     p.done(
         failure(ETIMEDOUT, fmt::format("open hook: the broker did not answer within {} s", secs)));
     lock.lock();
-    // A broker that hangs would make every open wait as long: drop it.
-    if (sock_) lose(lock, fmt::format("the broker did not answer within {} s", secs));
+    // A broker that hangs would make every open wait as long: drop it
+    // (unless a new one was attached meanwhile).
+    if (sock_ && generation == generation_) {
+      lose(lock, fmt::format("the broker did not answer within {} s", secs));
+    }
     return;
   }
 }

@@ -48,6 +48,8 @@ class OpenHook {
   // qapi::Error if sock is not a unix stream socket or a broker is
   // attached already.
   void attach(UniqueFd sock);
+  // Throws qapi::Error unless sock is a unix stream socket.
+  static void check_socket(int sock);
 
   // Asks the broker to open path.  done runs exactly once, on the hook's
   // thread or (when no broker is attached) at once on the caller's.
@@ -84,6 +86,7 @@ class OpenHook {
   UniqueFd sock_;
   UniqueFd wake_fd_;  // eventfd: a new broker, or stop
   uint32_t next_serial_ = 1;
+  uint64_t generation_ = 0;  // brokers attached so far
   std::map<uint32_t, Pending> pending_;
   std::optional<std::string> last_error_;
   bool stopping_ = false;

@@ -21,6 +21,8 @@ OpenHookInfo qmp_query_open_hook(CommandContext& ctx) {
 void qmp_open_hook_attach(CommandContext& ctx, std::string fdname) {
   if (!ctx.monitor) fail("This command is only available in a QMP monitor");
   vstord::UniqueFd fd = ctx.monitor->take_fd(fdname);
+  // Checked first: a wrong descriptor must not turn delegated opens on.
+  vstord::openhook::OpenHook::check_socket(fd.get());
   ctx.daemon.enable_open_hook().attach(std::move(fd));
 }
 

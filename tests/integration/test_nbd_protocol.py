@@ -875,6 +875,31 @@ class DirectIO(NBDTestCase):
         self.assertEqual(a.read(base, 256).data, bytes(range(256)))
         self.assertEqual(self.file_bytes(base, 256), bytes(range(256)))
 
+    def test_file_not_a_multiple_of_the_block_keeps_its_size(self):
+        """A 1000-byte file shows as 1024 bytes; writes into its last,
+        partial block go through whole blocks but leave the file 1000
+        bytes long unless they reach past it."""
+        path = os.path.join(os.path.dirname(self.img), "short")
+        with open(path, "wb") as f:
+            f.write(b"s" * 1000)
+        q = self.qmp()
+        q.ok("blockdev-add", {"driver": "file", "node-name": "short", "filename": path,
+                              "cache": {"direct": True}})
+        q.ok("block-export-add", {"type": "nbd", "id": "short", "node-name": "short",
+                                  "writable": True})
+        c = self.connected("short")
+        self.assertEqual(c.export.size, 1024)
+        self.assertEqual(c.write(900, b"x" * 50).error, 0)
+        self.assertEqual(c.write(10, b"y" * 10).error, 0)
+        self.assertEqual(c.flush().error, 0)
+        self.assertEqual(os.path.getsize(path), 1000)
+        with open(path, "rb") as f:
+            data = f.read()
+        self.assertEqual(data, b"s" * 10 + b"y" * 10 + b"s" * 880 + b"x" * 50 + b"s" * 50)
+        self.assertEqual(c.read(1000, 24).data, bytes(24))
+        self.assertEqual(c.write(1010, b"z" * 4).error, 0)
+        self.assertEqual(os.path.getsize(path), 1014)
+
     def test_unaligned_write_zeroes_and_trim(self):
         c = self.connected()
         self.assertEqual(c.write(0, b"\xff" * 8192).error, 0)

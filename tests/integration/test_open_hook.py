@@ -349,6 +349,16 @@ class CommandLine(unittest.TestCase):
         self.addCleanup(q.close)
         e = q.error("query-open-hook")
         self.assertEqual(e["desc"], "The open hook is not in use (start with --open-hook-fd)")
+        # A wrong descriptor given to open-hook-attach turns nothing on.
+        with tempfile.TemporaryFile() as f:
+            q.ok("getfd", {"fdname": "file"}, fds=[f.fileno()])
+        self.assertEqual(q.error("open-hook-attach", {"fdname": "file"})["desc"],
+                         "The open hook needs a unix stream socket")
+        self.assertIn("not in use", q.error("query-open-hook")["desc"])
+        img = d.path("local.img")
+        with open(img, "wb") as f:
+            f.truncate(65536)
+        q.ok("blockdev-add", {"driver": "file", "node-name": "f0", "filename": img})
 
 
 # ===========================================================================
@@ -458,12 +468,20 @@ class ReferenceBroker(unittest.TestCase):
         os.mkdir(os.path.join(self.tmp, "ro"))
         ro_img = os.path.join(self.tmp, "ro", "r.img")
         shutil.copy(self.img, ro_img)
+        # A link beneath the rw directory into a stricter subdirectory.
+        sub = os.path.join(self.images, "sub")
+        os.mkdir(sub)
+        shutil.copy(self.img, os.path.join(sub, "s.img"))
+        os.symlink("sub/s.img", os.path.join(self.images, "into-sub.img"))
+        with open(self.policy, "a") as f:
+            f.write("allow r %s\n" % sub)
         self.start()
         cases = [
             (outside, "Permission denied"),
             (self.images + "/../outside.img", "Permission denied"),
             (os.path.join(self.images, "link.img"), "Invalid cross-device link"),
             (ro_img, "Permission denied"),  # writable open under an r rule
+            (os.path.join(self.images, "into-sub.img"), "Permission denied"),
         ]
         for i, (path, words) in enumerate(cases):
             r = self.add("n%d" % i, path)
@@ -475,6 +493,7 @@ class ReferenceBroker(unittest.TestCase):
         self.assertIn("outside every allowed directory", log)
         self.assertIn("not an absolute path without . or ..", log)
         self.assertIn("allow %s O_RDONLY" % ro_img, log)
+        self.assertIn("resolves to %s/s.img, which the policy does not grant" % sub, log)
         self.assertIsNone(self.daemon.poll())
 
     def test_command_mode_runs_the_daemon(self):

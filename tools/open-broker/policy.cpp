@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -62,6 +63,25 @@ Policy Policy::load(const std::string& file) {
   return p;
 }
 
+const Rule* Policy::rule_for(const std::string& path) const {
+  const Rule* best = nullptr;
+  for (const Rule& r : rules_) {
+    bool inside = r.dir == "/"
+                      ? path.size() > 1
+                      : path.size() > r.dir.size() + 1 &&
+                            path.compare(0, r.dir.size(), r.dir) == 0 && path[r.dir.size()] == '/';
+    if (inside && (!best || r.dir.size() > best->dir.size())) best = &r;
+  }
+  return best;
+}
+
+bool Policy::grants(const Rule& rule, unsigned flags) {
+  unsigned acc = flags & O_ACCMODE;
+  bool need_read = acc != O_WRONLY;
+  bool need_write = acc != O_RDONLY || (flags & (O_CREAT | O_TRUNC | O_APPEND));
+  return (!need_read || rule.read) && (!need_write || rule.write);
+}
+
 Policy::Decision Policy::open(const std::string& path, unsigned flags, unsigned mode) const {
   Decision d;
   if (flags & ~kAllowedFlags) {
@@ -74,23 +94,13 @@ Policy::Decision Policy::open(const std::string& path, unsigned flags, unsigned 
     d.why = "not an absolute path without . or ..";
     return d;
   }
-  const Rule* best = nullptr;
-  for (const Rule& r : rules_) {
-    bool inside = r.dir == "/"
-                      ? path.size() > 1
-                      : path.size() > r.dir.size() + 1 &&
-                            path.compare(0, r.dir.size(), r.dir) == 0 && path[r.dir.size()] == '/';
-    if (inside && (!best || r.dir.size() > best->dir.size())) best = &r;
-  }
+  const Rule* best = rule_for(path);
   if (!best) {
     d.error = EACCES;
     d.why = "outside every allowed directory";
     return d;
   }
-  unsigned acc = flags & O_ACCMODE;
-  bool need_read = acc != O_WRONLY;
-  bool need_write = acc != O_RDONLY || (flags & (O_CREAT | O_TRUNC | O_APPEND));
-  if ((need_read && !best->read) || (need_write && !best->write)) {
+  if (!grants(*best, flags)) {
     d.error = EACCES;
     d.why = fmt::format("rule for {} allows {}{} only", best->dir, best->read ? "r" : "",
                         best->write ? "w" : "");
@@ -105,7 +115,8 @@ Policy::Decision Policy::open(const std::string& path, unsigned flags, unsigned 
   std::string rel = path.substr(best->dir == "/" ? 1 : best->dir.size() + 1);
   open_how how{};
   how.flags = flags | O_CLOEXEC;
-  how.mode = (flags & O_CREAT) ? (mode & 07777) : 0;
+  // No set-user-ID, set-group-ID or sticky bits for the daemon's files.
+  how.mode = (flags & O_CREAT) ? (mode & 0777) : 0;
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
   long fd;
   do {
@@ -116,6 +127,19 @@ Policy::Decision Policy::open(const std::string& path, unsigned flags, unsigned 
   if (fd < 0) {
     d.error = err;
     d.why = fmt::format("rule for {}: {}", best->dir, std::strerror(err));
+    return d;
+  }
+  // A symbolic link that stays beneath the directory may still lead into
+  // a subdirectory with a stricter rule: judge the file where it is.
+  char real[PATH_MAX + 1];
+  ssize_t n = readlink(fmt::format("/proc/self/fd/{}", fd).c_str(), real, PATH_MAX);
+  const Rule* where = n > 0 ? rule_for(std::string(real, size_t(n))) : nullptr;
+  if (!where || !grants(*where, flags)) {
+    ::close(int(fd));
+    d.error = EACCES;
+    d.why = n > 0 ? fmt::format("resolves to {}, which the policy does not grant",
+                                std::string(real, size_t(n)))
+                  : "cannot tell where it resolves to";
     return d;
   }
   d.fd = int(fd);

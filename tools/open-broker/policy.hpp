@@ -8,7 +8,8 @@
 // A path is allowed by the rule with the longest directory that contains
 // it (component by component); the open itself is resolved beneath that
 // directory (openat2 RESOLVE_BENEATH), so neither ".." nor a symbolic link
-// can lead out of it.
+// can lead out of it, and the file it reached is judged again by where it
+// is, so a link cannot lead into a subdirectory with a stricter rule.
 #pragma once
 
 #include <string>
@@ -38,6 +39,10 @@ class Policy {
   const std::vector<Rule>& rules() const { return rules_; }
 
  private:
+  // The rule with the longest directory containing path, or null.
+  const Rule* rule_for(const std::string& path) const;
+  static bool grants(const Rule& rule, unsigned flags);
+
   std::vector<Rule> rules_;
 };
 

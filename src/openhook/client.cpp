@@ -66,7 +66,7 @@ void OpenHook::attach(UniqueFd sock) {
   {
     std::lock_guard guard(lock_);
     if (sock_) qapi::fail("An open-hook broker is attached already");
-    sock_ = std::move(sock);
+    sock_ = std::make_shared<UniqueFd>(std::move(sock));
     ++generation_;
   }
   wake();
@@ -107,13 +107,23 @@ void OpenHook::open(const std::string& path, int flags, mode_t mode, Done done) 
   uint32_t serial = next_serial_++;
   if (next_serial_ == 0) next_serial_ = 1;
   pending_[serial] = Pending{path, std::chrono::steady_clock::now() + timeout_, std::move(done)};
-  int ret = send_message(sock_.get(), msg);
-  if (ret < 0) {
-    lose(lock, fmt::format("sending to the broker failed: {}", std::strerror(-ret)));
-    return;
-  }
+  // Sent without the state lock, so that replies are read meanwhile; the
+  // socket stays open while this holds it, even if the broker is dropped.
+  std::shared_ptr<UniqueFd> sock = sock_;
+  uint64_t generation = generation_;
   lock.unlock();
   wake();  // a new deadline
+  int ret;
+  {
+    std::lock_guard sending(send_lock_);
+    ret = send_message(sock->get(), msg);
+  }
+  if (ret < 0) {
+    lock.lock();
+    if (sock_ && generation == generation_) {
+      lose(lock, fmt::format("sending to the broker failed: {}", std::strerror(-ret)));
+    }
+  }
 }
 
 Result OpenHook::open_sync(const std::string& path, int flags, mode_t mode) {
@@ -138,7 +148,9 @@ void OpenHook::run() {
       timeout_ms = timeout_ms < 0 ? int(std::max<int64_t>(left, 0))
                                   : std::min(timeout_ms, int(std::max<int64_t>(left, 0)));
     }
-    pollfd fds[2] = {{wake_fd_.get(), POLLIN, 0}, {sock_ ? sock_.get() : -1, POLLIN, 0}};
+    std::shared_ptr<UniqueFd> sock = sock_;
+    uint64_t generation = generation_;
+    pollfd fds[2] = {{wake_fd_.get(), POLLIN, 0}, {sock ? sock->get() : -1, POLLIN, 0}};
     lock.unlock();
     int n = ::poll(fds, 2, timeout_ms);
     lock.lock();
@@ -147,12 +159,16 @@ void OpenHook::run() {
       uint64_t count;
       (void)!::read(wake_fd_.get(), &count, sizeof(count));
     }
-    if (sock_ && fds[1].revents && sock_.get() == fds[1].fd) {
-      // Replies are small and come whole: read one at a time, with the
-      // lock held so the serial map cannot change underneath.
+    if (sock && fds[1].revents) {
+      // One reply at a time, read without the lock (a broker that stops
+      // halfway holds up nobody but this thread); if the broker changed
+      // meanwhile, what was read is dropped.
       std::vector<uint8_t> msg;
       std::vector<UniqueFd> got;
-      RecvStatus st = recv_message(sock_.get(), msg, got, int(timeout_.count()));
+      lock.unlock();
+      RecvStatus st = recv_message(sock->get(), msg, got, int(timeout_.count()));
+      lock.lock();
+      if (generation != generation_ || !sock_) continue;
       Header h;
       int32_t result = 0;
       if (st == RecvStatus::closed) {
@@ -210,7 +226,11 @@ void OpenHook::expire(std::unique_lock<std::mutex>& lock) {
 }
 
 void OpenHook::lose(std::unique_lock<std::mutex>& lock, const std::string& reason) {
+  // Wakes a sender blocked on a broker that does not read; the descriptor
+  // closes once nobody holds it.
+  if (sock_) ::shutdown(sock_->get(), SHUT_RDWR);
   sock_.reset();
+  ++generation_;
   last_error_ = reason;
   std::map<uint32_t, Pending> failed = std::move(pending_);
   pending_.clear();

@@ -18,6 +18,7 @@
 #include <condition_variable>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -82,9 +83,10 @@ class OpenHook {
   void wake();
 
   const std::chrono::milliseconds timeout_;
-  mutable std::mutex lock_;
-  UniqueFd sock_;
-  UniqueFd wake_fd_;  // eventfd: a new broker, or stop
+  mutable std::mutex lock_;         // the state below
+  std::mutex send_lock_;            // one request on the socket at a time
+  std::shared_ptr<UniqueFd> sock_;  // the broker, while attached
+  UniqueFd wake_fd_;                // eventfd: a new broker, or stop
   uint32_t next_serial_ = 1;
   uint64_t generation_ = 0;  // brokers attached so far
   std::map<uint32_t, Pending> pending_;

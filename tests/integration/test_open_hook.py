@@ -297,6 +297,29 @@ class HostileBrokers(OpenHookTestCase):
         self.expect_failure("did not answer within %d s" % TIMEOUT)
         self.expect_dropped("did not answer within")
 
+    def test_broker_stops_halfway_through_a_reply(self):
+        """Half a reply, then silence: the open fails after the time-out,
+        and meanwhile the daemon serves other monitors."""
+        def half(b, r):
+            if r.path == self.img:
+                b.sock.sendall(reply_bytes(r.serial, 0)[:6])
+            else:
+                b.open_and_reply(r)
+        self.start(half, extra=monitor_args("qmp2.sock", "m1"))
+        q2 = self.daemon.qmp("qmp2.sock")
+        self.addCleanup(q2.close)
+        self.qmp.send_raw(b'{"execute":"blockdev-add","arguments":{"driver":"file",'
+                          b'"node-name":"f0","filename":"%s"}}\n' % self.img.encode())
+        wait_for(lambda: any(r.path == self.img for r in self.broker.requests),
+                 what="the request")
+        t = time.monotonic()
+        self.assertIn("qemu", q2.ok("query-version"))
+        self.assertLess(time.monotonic() - t, 0.5)
+        desc = self.qmp.read_reply()["error"]["desc"]
+        self.assertIn("sent part of a reply and stopped", desc)
+        self.assertTrue(desc.startswith("Could not open '%s'" % self.img), desc)
+        self.assert_alive()
+
     def test_broker_dies(self):
         self.misbehave(lambda b, r: b.sock.shutdown(socket.SHUT_RDWR))
         self.expect_failure("closed the connection")

@@ -166,7 +166,8 @@ int main(int argc, char** argv) {
       io,
       [&]() -> asio::awaitable<void> {
         for (const CliOption& opt : cl.options) {
-          daemon.notifier().status("Starting: " + opt.as_given);
+          // The option's name only: its arguments may hold secrets.
+          daemon.notifier().status("Starting: --" + opt.name);
           try {
             co_await run_option(daemon, opt);
           } catch (const qapi::Error& e) {

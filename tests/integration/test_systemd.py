@@ -147,6 +147,8 @@ class Notify(SystemdTestCase):
         self.spawn(argv, env=self.env())
         status = self.receive("STATUS=Starting: --chardev")
         self.assertNotIn("READY=1", status)
+        # The option's name only: arguments may hold secrets.
+        self.assertIn("STATUS=Starting: --chardev\n", status + "\n")
         self.notify.settimeout(0.5)
         try:
             early = self.notify.recv(4096).decode()

@@ -68,23 +68,21 @@ void Input::end_list() {
 // struct contributes ".name", a list "[i]" (or ".i" in keyval mode, whose
 // keys spell list elements that way).
 std::string Input::full_name(const char* name) const {
-  std::string out;
+  // Segments innermost first, joined outermost first (GCC 12 misreads
+  // repeated insertions at the front as overflows).
+  std::vector<std::string> parts;
   for (auto it = stack_.rbegin(); it != stack_.rend(); ++it) {
     if (!it->is_list) {
-      out.insert(0, name ? name : "<anonymous>");
-      out.insert(0, ".");
+      parts.push_back(std::string(".") + (name ? name : "<anonymous>"));
     } else {
-      out.insert(0, keyval() ? fmt::format(".{}", it->index) : fmt::format("[{}]", it->index));
+      parts.push_back(keyval() ? fmt::format(".{}", it->index) : fmt::format("[{}]", it->index));
     }
     name = it->name;
   }
-  if (name) {
-    out.insert(0, name);
-  } else if (!out.empty() && out[0] == '.') {
-    out.erase(0, 1);
-  } else if (out.empty()) {
-    return "<anonymous>";
-  }
+  std::string out = name ? name : "";
+  for (auto p = parts.rbegin(); p != parts.rend(); ++p) out += *p;
+  if (!name && !out.empty() && out[0] == '.') out.erase(0, 1);
+  if (out.empty()) return "<anonymous>";
   return out;
 }
 

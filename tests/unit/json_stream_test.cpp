@@ -112,7 +112,10 @@ TEST(JsonStream, NestingLimit) {
 TEST(JsonStream, TokenLimits) {
   JsonStream::Limits small;
   small.max_token_bytes = 64;
-  auto m = feed("[\"" + std::string(100, 'x') + "\"]", small);
+  std::string text = "[\"";
+  text.append(100, 'x');
+  text += "\"]";
+  auto m = feed(text, small);
   ASSERT_GE(m.size(), 1u);
   EXPECT_EQ(m[0].error, "JSON token size limit exceeded");
   JsonStream::Limits few;

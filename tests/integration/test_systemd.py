@@ -23,6 +23,22 @@ ANALYZE = shutil.which("systemd-analyze")
 IS_VSTORD = os.path.basename(VSTORD) == "vstord"
 
 
+def connect_when_listening(path, timeout=10.0):
+    """A connection to path, retried while the socket file exists but is
+    not listening yet (bind comes before listen)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(path)
+            return s
+        except (ConnectionRefusedError, FileNotFoundError):
+            s.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def nbd_read(sock_path, name):
     p = subprocess.run(["nbdcopy", "nbd+unix:///%s?socket=%s" % (name, sock_path), "-"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
@@ -72,7 +88,7 @@ class SocketActivation(SystemdTestCase):
                  self.proc.poll() is not None, what="the activation sockets")
         self.assertIsNone(self.proc.poll(), self.stderr())
         # The first connection starts the daemon, which accepts it.
-        q = QMPClient.unix(qmp)
+        q = QMPClient(connect_when_listening(qmp))
         self.addCleanup(q.close)
         q.negotiate()
         return q, nbd
@@ -101,8 +117,8 @@ class SocketActivation(SystemdTestCase):
         argv = [ACTIVATE, "-l", self.path("qmp.sock"), "--fdname=qmp", VSTORD,
                 "--nbd-server", "addr.type=fd,addr.str=nope"]
         p = self.spawn(argv)
-        wait_for(lambda: os.path.exists(self.path("qmp.sock")), what="socket")
-        socket.socket(socket.AF_UNIX).connect(self.path("qmp.sock"))
+        c = connect_when_listening(self.path("qmp.sock"))
+        self.addCleanup(c.close)
         self.assertEqual(p.wait(20), 1)
         self.assertIn("Unable to parse FD number nope", self.stderr())
 
@@ -156,10 +172,8 @@ class Notify(SystemdTestCase):
             early = ""
         self.assertNotIn("READY=1", early)
         self.assertFalse(os.path.exists(self.path("nbd.sock")))
-        c = socket.socket(socket.AF_UNIX)
+        c = connect_when_listening(self.path("wait.sock"))
         self.addCleanup(c.close)
-        wait_for(lambda: os.path.exists(self.path("wait.sock")), what="wait socket")
-        c.connect(self.path("wait.sock"))
         ready = self.receive("READY=1")
         p = nbd_read(self.path("nbd.sock"), "d")
         self.assertEqual(p.returncode, 0, p.stderr)
